@@ -1,0 +1,103 @@
+"""One call from a graph to every number: :func:`analyze` returns an :class:`Analysis`.
+
+>>> a = analyze("pre-ln", preset="gpt2-small")
+>>> a.values["params.total"]
+124439808
+>>> a.expressions["params.total"].has(n_layers)
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+import sympy as sp
+
+from .errors import BlockalgError
+from .flops import flop_counts
+from .params import param_counts
+from .presets import DEFAULT_PRESET, resolve_dims
+from .symbols import DIMENSIONS, n_layers, relations_holding_at
+from .variants import get
+
+PARAM_KEYS = ("total", "per_block", "attention", "ffn", "norm", "embedding")
+FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal")
+
+
+def quantity_keys() -> list[str]:
+    """Dotted names of every quantity, in table order: ``params.total`` ... ``flops.forward_other``."""
+    return [f"params.{k}" for k in PARAM_KEYS] + [f"flops.{k}" for k in FLOP_KEYS]
+
+
+@dataclass
+class Analysis:
+    """The symbolic expressions of a variant and their exact values at ``dims``.
+
+    ``expressions`` hold the general formulas (in every dimension symbol, ``n_layers`` symbolic);
+    :meth:`closed_form` writes one with the default relations that hold at ``dims`` applied;
+    ``values`` are exact Python ints.
+    """
+
+    name: str
+    graph: nx.DiGraph
+    preset: str
+    dims: dict[str, int]
+    expressions: dict[str, sp.Expr]
+    values: dict[str, int] = field(init=False)
+
+    def __post_init__(self):
+        self.values = {key: evaluate(expr, self.dims, key) for key, expr in self.expressions.items()}
+
+    def closed_form(self, key: str) -> sp.Expr:
+        """The expression for ``key`` with the default relations that hold at ``dims`` applied,
+        expanded and collected in ``n_layers``."""
+        expr = self.expressions[key].subs(relations_holding_at(self.dims))
+        return sp.collect(sp.expand(expr), n_layers)
+
+    def to_dict(self) -> dict:
+        """The JSON shape of ``blockalg compare``: params, flops and expressions of one variant."""
+        nested = {"name": self.name, "params": {}, "flops": {}}
+        for key, value in self.values.items():
+            group, name = key.split(".", 1)
+            nested[group][name] = value
+        nested["expressions"] = {key: str(self.closed_form(key)) for key in self.expressions}
+        return nested
+
+    def _repr_markdown_(self) -> str:
+        from .render import Table
+
+        rows = [[key, f"{self.values[key]:,}", f"${sp.latex(self.closed_form(key))}$"]
+                for key in self.expressions]
+        return Table(f"{self.name} at {self.preset}", ["quantity", "value", "closed form"],
+                     rows).to_markdown()
+
+
+def analyze(variant, preset: str = DEFAULT_PRESET, dims: dict | None = None, **overrides) -> Analysis:
+    """Analyse ``variant`` (a catalog name, a graph file path or a graph) at ``preset``.
+
+    ``dims`` replaces the preset's dimensions entirely; keyword arguments override single ones.
+    """
+    graph = get(variant) if not isinstance(variant, nx.DiGraph) else variant
+    dims = resolve_dims(preset, overrides) if dims is None else dims
+    return Analysis(graph.graph.get("name", "block"), graph, preset, dims, expressions(graph))
+
+
+def expressions(graph) -> dict[str, sp.Expr]:
+    """Every quantity of :func:`quantity_keys` as a sympy expression of the graph."""
+    params, flops = param_counts(graph), flop_counts(graph)
+    return {**{f"params.{k}": params[k] for k in PARAM_KEYS},
+            **{f"flops.{k}": flops[k] for k in FLOP_KEYS}}
+
+
+def evaluate(expr: sp.Expr, dims: dict[str, int], what: str = "expression") -> int:
+    """The exact integer value of ``expr`` at ``dims``.
+
+    >>> from blockalg.symbols import d_model
+    >>> evaluate(3 * d_model**2, {"d_model": 768})
+    1769472
+    """
+    value = sp.sympify(expr).subs({DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS})
+    if not value.is_Integer:
+        raise BlockalgError(f"{what} = {value} is not an integer at these dimensions")
+    return int(value)

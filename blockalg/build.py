@@ -1,0 +1,108 @@
+"""The block graph as a runnable PyTorch model.
+
+:class:`Block` executes a block graph: one submodule per graph node, named after the node and made
+by the node's op-registry factory, run in topological order. :class:`GPT` wraps L blocks in the
+model of :func:`blockalg.graph.model_nodes` (token + position embedding, final norm, unembedding,
+tied by default). So ``named_parameters()`` lines up with :func:`blockalg.params.leaf_params`:
+``blocks.3.attn.qkv.weight`` is the leaf ``block.attn.qkv.weight``.
+
+Initialisation per ``init`` scheme (a graph attribute):
+
+* ``gpt2`` (pre-ln, post-ln, hybrid-ln): N(0, 0.02²) for linear and embedding weights, zero biases,
+  norm gains 1, residual projections (``attn.proj``, ``ffn.proj``) at std 0.02/sqrt(2L)
+  (Radford et al. 2019). GPT-1 (post-LN) used N(0, 0.02²) without the depth scaling; the
+  original Transformer used Xavier-uniform. Both are left for later variants to name.
+
+>>> import torch
+>>> model = build_model("pre-ln", preset="tiny", device="meta")
+>>> sum(p.numel() for p in model.parameters())  # 512·64 + 64·64 + 2·(12·64² + 13·64) + 2·64
+136960
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .expr import numeric_value
+from .graph import edge_scale, model_nodes, sink, source
+from .nn import gpt2_init_
+from .ops import get_op
+from .presets import DEFAULT_PRESET, resolve_dims
+from .variants import get
+
+
+class Block(nn.Module):
+    """One block: the graph's nodes as submodules, executed in topological order."""
+
+    def __init__(self, graph: nx.DiGraph, dims: dict):
+        super().__init__()
+        self.source, self.sink = source(graph), sink(graph)
+        self.plan = []  # (node, [(input node, constant scale or None), ...]) in forward order
+        for node in nx.topological_sort(graph):
+            if node == self.source:
+                continue
+            op = get_op(graph.nodes[node]["op"])
+            self.add_module(node, op.module(op.with_defaults(graph.nodes[node]), dims))
+            inputs = []
+            for u in graph.predecessors(node):
+                scale = edge_scale(graph, u, node)
+                inputs.append((u, None if scale == 1 else numeric_value(scale, dims)))
+            self.plan.append((node, inputs))
+
+    def forward(self, x):
+        values = {self.source: x}
+        for node, inputs in self.plan:
+            args = [values[u] if s is None else values[u] * s for u, s in inputs]
+            values[node] = self._modules[node](*args)
+        return values[self.sink]
+
+
+class GPT(nn.Module):
+    """A GPT-style language model around a block graph."""
+
+    def __init__(self, graph: nx.DiGraph, dims: dict):
+        super().__init__()
+        self.dims = dims
+        self.blocks = nn.ModuleList(Block(graph, dims) for _ in range(dims["n_layers"]))
+        for m in model_nodes(graph):
+            if not m.path.startswith("block."):
+                self.add_module(m.path, m.op.module(m.attrs, dims))
+        self.wpe = getattr(self, "wpe", None)
+        self.ln_f = getattr(self, "ln_f", None)
+        if graph.graph.get("tied_embeddings", True):
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx, targets=None):
+        b, s = idx.shape
+        x = self.wte(idx)  # (b, s, d)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(s, device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        if self.ln_f is not None:
+            x = self.ln_f(x)
+        logits = self.lm_head(x)  # (b, s, V)
+        if targets is None:
+            return logits
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET,
+                device="cpu", dtype=None, seed: int | None = None, **overrides) -> GPT:
+    """The runnable model of ``variant`` (a catalog name, a graph file path or a graph).
+
+    ``dims`` (as from :func:`blockalg.presets.resolve_dims`) or ``preset`` plus keyword overrides
+    give the shape; ``device="meta"`` builds without memory, at any size.
+    """
+    graph = variant if isinstance(variant, nx.DiGraph) else get(variant)
+    dims = resolve_dims(preset, overrides) if dims is None else dims
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.device(device):
+        model = GPT(graph, dims)
+    if graph.graph.get("init", "gpt2") == "gpt2":
+        gpt2_init_(model, dims["n_layers"])
+    return model.to(dtype=dtype) if dtype is not None else model

@@ -1,0 +1,83 @@
+"""Safe parsing of the small arithmetic expressions a graph file may hold (edge scales, init gains).
+
+Text from a file is parsed with :mod:`ast` and rebuilt node by node into sympy; nothing is ever
+evaluated, so a file cannot run code. Allowed: integer and decimal literals (decimals become exact
+rationals), the dimension symbols of :mod:`blockalg.symbols` (and ``L`` for ``n_layers``), ``+ - * / **``,
+parentheses and ``sqrt(...)``.
+
+>>> parse_expression("(2*L)**(1/4)")
+2**(1/4)*n_layers**(1/4)
+>>> parse_expression("0.5")
+1/2
+>>> parse_expression("__import__('os')")
+Traceback (most recent call last):
+...
+blockalg.errors.BlockalgError: expression "__import__('os')": calls are limited to sqrt(x)
+"""
+
+import ast
+import operator
+
+import sympy as sp
+
+from .errors import BlockalgError
+from .symbols import DIMENSIONS, n_layers
+
+_NAMES = {**DIMENSIONS, "L": n_layers}
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.Pow: operator.pow}
+
+
+def parse_expression(text) -> sp.Expr:
+    """Return the sympy expression written in ``text`` (or the exact number, if given a number)."""
+    if isinstance(text, bool):
+        raise BlockalgError(f"expression {text!r}: expected a number or an arithmetic expression")
+    if isinstance(text, int):
+        return sp.Integer(text)
+    if isinstance(text, float):
+        return sp.Rational(str(text))
+    if not isinstance(text, str):
+        raise BlockalgError(f"expression {text!r}: expected a number or an arithmetic expression")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        raise BlockalgError(f"expression {text!r}: not valid arithmetic") from None
+    return _build(tree.body, text)
+
+
+def _build(node, text) -> sp.Expr:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return sp.Integer(node.value) if isinstance(node.value, int) else sp.Rational(str(node.value))
+    if isinstance(node, ast.Name):
+        if node.id not in _NAMES:
+            raise BlockalgError(f"expression {text!r}: unknown symbol '{node.id}' "
+                                f"(known: {', '.join(_NAMES)})")
+        return _NAMES[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _build(node.left, text), _build(node.right, text)
+        if isinstance(node.op, ast.Div):
+            return left * right**-1
+        return _BINARY[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        inner = _build(node.operand, text)
+        return -inner if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.Call):
+        if isinstance(node.func, ast.Name) and node.func.id == "sqrt" and len(node.args) == 1 \
+                and not node.keywords:
+            return sp.sqrt(_build(node.args[0], text))
+        raise BlockalgError(f"expression {text!r}: calls are limited to sqrt(x)")
+    raise BlockalgError(f"expression {text!r}: only numbers, dimension symbols, + - * / ** and "
+                        f"sqrt() are allowed")
+
+
+def numeric_value(text, dims) -> float:
+    """The float value of an expression at concrete ``dims`` (for torch constants and inits).
+
+    >>> numeric_value("(2*L)**(1/4)", {"n_layers": 8})
+    2.0
+    """
+    expr = parse_expression(text).subs({DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS})
+    if not expr.is_number:
+        raise BlockalgError(f"expression {text!r}: symbols {sorted(map(str, expr.free_symbols))} "
+                            f"have no value")
+    return float(expr)

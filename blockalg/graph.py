@@ -1,0 +1,311 @@
+"""Block graphs: construction, validation, the model around a block, and JSON files.
+
+A block is a :class:`networkx.DiGraph` whose nodes are sublayers. Every node has an ``op``
+attribute naming a kind from :mod:`blockalg.ops` plus that kind's attributes; edges carry
+residual-stream-shaped tensors and may carry a constant ``scale`` (a number or an expression such as
+``"(2*L)**(1/4)"``). There is exactly one ``input`` node (the source) and one ``output`` node (the
+sink).
+
+The model around the block is described by graph attributes:
+
+* ``final_norm``: ``null``, an op name (``"layernorm"``) or ``{"op": ..., attrs...}``: the norm after
+  the last block;
+* ``positions``: ``"learned"`` (a position table, as GPT-2) or ``"none"``;
+* ``tied_embeddings``: whether the unembedding reuses the token table;
+* ``init``: the initialisation scheme the torch model uses.
+
+A model is token (+ position) embedding → ``n_layers`` copies of the block → final norm →
+unembedding. Analyses work on one block and multiply by the symbol ``n_layers``.
+
+>>> b = BlockBuilder("toy")
+>>> x = b.input()
+>>> h = b.node("ln", "layernorm", x)
+>>> b.output(b.node("add", "add", x, b.node("ffn", "ffn", h)))
+>>> g = b.graph()
+>>> list(nx.topological_sort(g))
+['x', 'ln', 'ffn', 'add', 'out']
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import sympy as sp
+
+from .errors import BlockalgError
+from .expr import parse_expression
+from .files import write_atomic
+from .ops import INPUT, NORM, OUTPUT, OpKind, get_op
+from .symbols import n_layers
+
+MODEL_DEFAULTS = {"final_norm": None, "positions": "learned", "tied_embeddings": True,
+                  "init": "gpt2"}
+POSITIONS = ("learned", "none")
+INIT_SCHEMES = ("gpt2",)
+_NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class BlockBuilder:
+    """Write a block as code: ``node(name, op, *inputs, **attrs)`` returns the node's name.
+
+    Model attributes (``final_norm``, ``positions``, ...) are keyword arguments of the constructor.
+    """
+
+    def __init__(self, name: str, **model_attrs):
+        self._graph = nx.DiGraph(name=name, **{**MODEL_DEFAULTS, **model_attrs})
+
+    def input(self, name: str = "x") -> str:
+        self._graph.add_node(name, op=INPUT)
+        return name
+
+    def node(self, name: str, op: str, *inputs: str, scales: dict | None = None, **attrs) -> str:
+        """Add node ``name`` computing ``op`` of ``inputs``; ``scales`` maps an input to its edge scale."""
+        if name in self._graph:
+            raise BlockalgError(f"node '{name}' is defined twice")
+        self._graph.add_node(name, op=op, **attrs)
+        for source in inputs:
+            edge = {"scale": scales[source]} if scales and source in scales else {}
+            self._graph.add_edge(source, name, **edge)
+        return name
+
+    def output(self, source: str, name: str = "out") -> None:
+        self.node(name, OUTPUT, source)
+
+    def graph(self) -> nx.DiGraph:
+        """The validated graph."""
+        return validate_block(self._graph)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: once, at the boundary, with one-line messages naming the node.
+
+
+def validate_block(graph) -> nx.DiGraph:
+    """Check that ``graph`` is a well-formed block and return it; raise :class:`BlockalgError`.
+
+    Checks: a simple directed graph; node names usable as module names; every ``op`` known and
+    allowed in a block, with known attributes of the right type; one input and one output node;
+    no cycle; every node has as many inputs as its op takes and feeds something (no dangling node);
+    edge scales parse; the model attributes are valid.
+    """
+    if not isinstance(graph, nx.DiGraph) or graph.is_multigraph():
+        raise BlockalgError("a block must be a networkx.DiGraph (not a multigraph)")
+    name = graph.graph.get("name", "block")
+    for node, data in graph.nodes(data=True):
+        _check_node(node, data)
+    _check_endpoints(graph)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        path = " → ".join([str(u) for u, _ in cycle] + [str(cycle[0][0])])
+        raise BlockalgError(f"block '{name}' has a cycle: {path}")
+    for node, data in graph.nodes(data=True):
+        _check_arity(graph, node, get_op(data["op"]))
+    for u, v, data in graph.edges(data=True):
+        for key in data:
+            if key != "scale":
+                raise BlockalgError(f"edge {u} → {v}: unknown attribute '{key}' (known: scale)")
+        if "scale" in data:
+            try:
+                parse_expression(data["scale"])
+            except BlockalgError as e:
+                raise BlockalgError(f"edge {u} → {v}: scale: {e}") from None
+    _check_model_attributes(graph)
+    return graph
+
+
+def _check_node(node, data) -> None:
+    if not isinstance(node, str) or not _NODE_NAME.match(node):
+        raise BlockalgError(f"node {node!r}: names must be identifiers (letters, digits, _)")
+    if "op" not in data:
+        raise BlockalgError(f"node '{node}' has no 'op' attribute")
+    try:
+        op = get_op(data["op"])
+    except BlockalgError as e:
+        raise BlockalgError(f"node '{node}': {e}") from None
+    if not op.in_block:
+        raise BlockalgError(f"node '{node}': op '{op.name}' belongs to the model, not inside a block")
+    _check_attributes(f"node '{node}' ({op.name})", op, {k: v for k, v in data.items() if k != "op"})
+
+
+def _check_attributes(where: str, op: OpKind, attrs: dict) -> None:
+    for key, value in attrs.items():
+        if key not in op.attributes:
+            known = ", ".join(op.attributes) or "none"
+            raise BlockalgError(f"{where}: unknown attribute '{key}' (known: {known})")
+        kind = op.attributes[key][1]
+        if kind == "expression":
+            try:
+                parse_expression(value)
+            except BlockalgError as e:
+                raise BlockalgError(f"{where}: {key}: {e}") from None
+        elif isinstance(kind, tuple):
+            if value not in kind:
+                raise BlockalgError(f"{where}: {key} = {value!r} is not one of {list(kind)}")
+        elif type(value) is not kind:
+            raise BlockalgError(f"{where}: {key} = {value!r} must be a {kind.__name__}")
+
+
+def _check_endpoints(graph) -> None:
+    for role in (INPUT, OUTPUT):
+        nodes = [n for n, op in graph.nodes(data="op") if op == role]
+        if len(nodes) != 1:
+            found = f"{len(nodes)} ({', '.join(nodes)})" if nodes else "none"
+            raise BlockalgError(f"a block needs exactly one '{role}' node, found {found}")
+
+
+def _check_arity(graph, node, op: OpKind) -> None:
+    n_in = graph.in_degree(node)
+    low, high = op.arity
+    if n_in < low or (high is not None and n_in > high):
+        wanted = f"{low}" if low == high else f"{low} or more" if high is None else f"{low}..{high}"
+        raise BlockalgError(f"node '{node}' ({op.name}) has {n_in} inputs, takes {wanted}")
+    if op.role != OUTPUT and graph.out_degree(node) == 0:
+        raise BlockalgError(f"node '{node}' ({op.name}) is dangling: nothing uses its output")
+
+
+def _check_model_attributes(graph) -> None:
+    final = final_norm(graph)
+    if final is not None:
+        op, attrs = final
+        if op.role != NORM:
+            raise BlockalgError(f"final_norm: op '{op.name}' is not a norm")
+        _check_attributes(f"final_norm ({op.name})", op, attrs)
+    if graph.graph.get("positions", "learned") not in POSITIONS:
+        raise BlockalgError(f"positions = {graph.graph['positions']!r} is not one of {list(POSITIONS)}")
+    if not isinstance(graph.graph.get("tied_embeddings", True), bool):
+        raise BlockalgError("tied_embeddings must be true or false")
+    if graph.graph.get("init", "gpt2") not in INIT_SCHEMES:
+        raise BlockalgError(f"init = {graph.graph['init']!r} is not one of {list(INIT_SCHEMES)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a validated block.
+
+
+def final_norm(graph) -> tuple[OpKind, dict] | None:
+    """The final norm's op and attributes, or None."""
+    spec = graph.graph.get("final_norm")
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = {"op": spec}
+    if not isinstance(spec, dict) or "op" not in spec:
+        raise BlockalgError(f"final_norm = {spec!r}: expected null, an op name or {{'op': ...}}")
+    try:
+        op = get_op(spec["op"])
+    except BlockalgError as e:
+        raise BlockalgError(f"final_norm: {e}") from None
+    return op, {k: v for k, v in spec.items() if k != "op"}
+
+
+def source(graph) -> str:
+    """The block's input node."""
+    return next(n for n, op in graph.nodes(data="op") if op == INPUT)
+
+
+def sink(graph) -> str:
+    """The block's output node."""
+    return next(n for n, op in graph.nodes(data="op") if op == OUTPUT)
+
+
+def edge_scale(graph, u, v) -> sp.Expr:
+    """The constant scale on edge u → v (1 when absent)."""
+    return parse_expression(graph.edges[u, v].get("scale", 1))
+
+
+@dataclass(frozen=True)
+class ModelNode:
+    """One node of the model: ``path`` is ``block.<node>`` for block nodes (present ``count`` =
+    ``n_layers`` times) and a top-level name (``wte``, ``wpe``, ``ln_f``, ``lm_head``) otherwise."""
+
+    path: str
+    op: OpKind
+    attrs: dict
+    n_inputs: int
+    count: sp.Expr
+
+
+def model_nodes(graph) -> list[ModelNode]:
+    """Every node of the model built around ``graph``, in forward order.
+
+    >>> from blockalg.variants import get
+    >>> [(m.path, m.count) for m in model_nodes(get("pre-ln")) if m.op.params(m.attrs)]
+    [('wte', 1), ('wpe', 1), ('block.ln_1', n_layers), ('block.attn', n_layers), \
+('block.ln_2', n_layers), ('block.ffn', n_layers), ('ln_f', 1)]
+    """
+    one = sp.Integer(1)
+    nodes = [ModelNode("wte", get_op("token_embedding"), {}, 0, one)]
+    if graph.graph.get("positions", "learned") == "learned":
+        nodes.append(ModelNode("wpe", get_op("position_embedding"), {}, 0, one))
+    for node in nx.topological_sort(graph):
+        op = get_op(graph.nodes[node]["op"])
+        nodes.append(ModelNode(f"block.{node}", op, op.with_defaults(graph.nodes[node]),
+                               graph.in_degree(node), n_layers))
+    final = final_norm(graph)
+    if final is not None:
+        op, attrs = final
+        nodes.append(ModelNode("ln_f", op, op.with_defaults(attrs), 1, one))
+    unembedding = get_op("unembedding")
+    tied = {"tied": graph.graph.get("tied_embeddings", True)}
+    nodes.append(ModelNode("lm_head", unembedding, unembedding.with_defaults(tied), 1, one))
+    return nodes
+
+
+def scaled_edges(graph) -> list[tuple[str, str, sp.Expr]]:
+    """The edges whose scale is not 1, with their scale."""
+    return [(u, v, edge_scale(graph, u, v)) for u, v in graph.edges if edge_scale(graph, u, v) != 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: networkx node-link JSON. Loading never evaluates code.
+
+
+def to_json(graph) -> str:
+    """The block as node-link JSON text (stable key order, so files diff cleanly)."""
+    data = nx.node_link_data(graph, edges="edges")
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def save_block(graph, path) -> None:
+    """Write the block to ``path`` as node-link JSON, atomically."""
+    write_atomic(path, to_json(graph))
+
+
+def load_block(path) -> nx.DiGraph:
+    """Read and validate a block from a node-link JSON file (``edges`` or the older ``links`` key).
+
+    The file's name (without suffix) names the block when the file does not.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise BlockalgError(f"{path}: cannot read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BlockalgError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return validate_block(block_from_data(data, default_name=path.stem))
+    except BlockalgError as e:
+        raise BlockalgError(f"{path}: {e}") from None
+
+
+def block_from_data(data, default_name: str = "block") -> nx.DiGraph:
+    """A block graph from node-link data (a dict), before validation."""
+    if not isinstance(data, dict) or "nodes" not in data:
+        raise BlockalgError("not a node-link graph (expected an object with 'nodes' and 'edges')")
+    edges_key = "links" if "links" in data and "edges" not in data else "edges"
+    try:
+        graph = nx.node_link_graph(data, directed=True, multigraph=False, edges=edges_key)
+    except (KeyError, TypeError, nx.NetworkXError) as e:
+        raise BlockalgError(f"malformed node-link data ({type(e).__name__}: {e})") from None
+    graph.graph.setdefault("name", default_name)
+    for key, value in MODEL_DEFAULTS.items():
+        graph.graph.setdefault(key, value)
+    return graph

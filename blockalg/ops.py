@@ -1,0 +1,367 @@
+"""The op registry: one entry per sublayer kind, the single source of truth for the whole pipeline.
+
+Each entry states, in one place, what every stage needs from a node of that kind:
+
+* ``arity`` and ``attributes``: what the graph validator accepts;
+* ``role``: how gradient paths count it (a norm, an attention or FFN sublayer, or identity-like);
+* ``component``: where its parameters are booked (attention / ffn / norm / embedding);
+* ``params``: parameter count per leaf tensor, named as the torch module names them;
+* ``forward_matmul`` / ``backward_matmul`` / ``forward_other``: FLOPs for one sequence;
+* ``module``: the factory of its torch module (torch is imported only there).
+
+Formulas are pure sympy functions of the dimension symbols in :mod:`blockalg.symbols`; they never
+see a tensor. All FLOPs are for **one sequence of** ``seq_len`` **tokens** (batch 1).
+
+Conventions (NB: these are the ones ``torch.utils.flop_counter.FlopCounterMode`` uses for matmuls):
+
+* one multiply-add is 2 FLOPs: ``matmul_flops(m, k, n) = 2·m·k·n``;
+* a bias add is *not* part of the matmul (``addmm`` counts only its ``mm``); it is an "other" FLOP;
+* attention scores and the weighted sum are counted for the dense s×s product; the causal-effective
+  count (only the s(s+1)/2 unmasked scores) is reported separately;
+* backward matmul FLOPs are 2× forward (one product for the input gradient, one for the weight);
+* "other" FLOPs use the per-element costs below. Per-row scalars (a mean's division, an rsqrt) are
+  not counted. Embedding lookups are gathers: 0 FLOPs.
+
+>>> from blockalg.ops import get_op
+>>> from blockalg.symbols import d_model
+>>> get_op("layernorm").params({"bias": True})
+{'weight': d_model, 'bias': d_model}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sympy as sp
+
+from .errors import BlockalgError
+from .symbols import d_ff, d_head, d_model, n_ctx, n_heads, n_kv_heads, seq_len, vocab
+
+# Roles in gradient paths.
+INPUT, OUTPUT, NORM, ATTENTION, FFN, IDENTITY, EMBEDDING = (
+    "input", "output", "norm", "attention", "ffn", "identity", "embedding")
+
+# Per-element costs of the non-matmul work ("other" FLOPs).
+LAYERNORM_FLOPS = 5  # mean: add; centre: sub; variance: mul + add; normalise: mul
+RMSNORM_FLOPS = 3  # square, sum, normalise
+AFFINE_GAIN_FLOPS = 1  # the learned per-dimension gain (and, separately, 1 for a bias)
+SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
+SCORE_SCALE_FLOPS = 1  # q·k / sqrt(d_head)
+ACTIVATION_FLOPS = {"relu": 1, "gelu": 8, "silu": 4}  # gelu: tanh form; silu: x·sigmoid(x)
+
+
+def matmul_flops(m, k, n) -> sp.Expr:
+    """FLOPs of an (m×k) @ (k×n) product: 2·m·k·n (one multiply-add = 2 FLOPs).
+
+    >>> matmul_flops(2, 3, 4)
+    48
+    """
+    return 2 * sp.sympify(m) * k * n
+
+
+class OpKind:
+    """A sublayer kind. Subclass it, set the class attributes, override the formulas that apply,
+    and decorate with :func:`register`."""
+
+    name: str = ""
+    role: str = IDENTITY
+    component: str | None = None  # where its parameters are booked
+    arity: tuple[int, int | None] = (1, 1)  # (min, max) inputs; None = any number
+    attributes: dict[str, tuple[object, object]] = {}  # name -> (default, type or allowed values)
+    in_block: bool = True  # False for the model-level ops (embeddings, unembedding)
+
+    def params(self, attrs: Mapping) -> dict[str, sp.Expr]:
+        """Parameter count per leaf tensor, keyed as the torch module names the tensor."""
+        return {}
+
+    def forward_matmul(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
+        """Matmul FLOPs of one forward pass over one sequence (dense attention)."""
+        return sp.Integer(0)
+
+    def forward_matmul_causal(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
+        """Like :meth:`forward_matmul`, counting only the unmasked causal attention scores."""
+        return self.forward_matmul(attrs, n_inputs)
+
+    def backward_matmul(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
+        """Matmul FLOPs of the backward pass: input and weight gradient, 2× forward."""
+        return 2 * self.forward_matmul(attrs, n_inputs)
+
+    def forward_other(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
+        """Non-matmul FLOPs of one forward pass (norms, softmax, activations, adds, biases)."""
+        return sp.Integer(0)
+
+    def module(self, attrs: Mapping, dims: Mapping[str, int]):
+        """The torch module computing this node (imports torch)."""
+        raise BlockalgError(f"op '{self.name}' has no torch module")
+
+    def with_defaults(self, attrs: Mapping) -> dict:
+        """``attrs`` completed with this op's defaults (attributes outside the schema are dropped)."""
+        return {key: attrs.get(key, default) for key, (default, _) in self.attributes.items()}
+
+    def __repr__(self):
+        return f"<op {self.name}>"
+
+
+_REGISTRY: dict[str, OpKind] = {}
+
+
+def register(cls: type[OpKind]) -> type[OpKind]:
+    """Class decorator adding an op kind to the registry; a duplicate name raises."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"op '{cls.name}' is registered twice")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_op(name: str) -> OpKind:
+    """The registered op kind called ``name``.
+
+    >>> get_op("attention").role
+    'attention'
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise BlockalgError(f"unknown op '{name}' (known: {', '.join(op_names())})") from None
+
+
+def op_names(in_block: bool | None = None) -> list[str]:
+    """Names of the registered ops, optionally only those allowed inside a block."""
+    return [n for n, op in _REGISTRY.items() if in_block is None or op.in_block == in_block]
+
+
+def _nn():
+    from . import nn  # torch is imported here, only when a module is built
+
+    return nn
+
+
+def _optional(flag: bool, key: str, count) -> dict[str, sp.Expr]:
+    return {key: count} if flag else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# The residual stream's endpoints and identity-like mixing ops.
+
+
+@register
+class Input(OpKind):
+    """The block's input: the residual stream entering the block (the graph's one source)."""
+
+    name, role, arity = "input", INPUT, (0, 0)
+
+    def module(self, attrs, dims):
+        return None
+
+
+@register
+class Output(OpKind):
+    """The block's output (the graph's one sink): passes its one input through."""
+
+    name, role, arity = "output", OUTPUT, (1, 1)
+
+    def module(self, attrs, dims):
+        return _nn().Identity()
+
+
+@register
+class Add(OpKind):
+    """Residual add of two or more streams: (k-1)·d FLOPs per token."""
+
+    name, role, arity = "add", IDENTITY, (2, None)
+
+    def forward_other(self, attrs, n_inputs):
+        return (n_inputs - 1) * seq_len * d_model
+
+    def module(self, attrs, dims):
+        return _nn().Add()
+
+
+@register
+class Scale(OpKind):
+    """Multiply the stream by a constant (``value``), or by a learned scalar or per-dimension vector
+    (``learnable``: "scalar" | "vector", initialised to ``value``)."""
+
+    name, role = "scale", IDENTITY
+    attributes = {"value": (1, "expression"), "learnable": (None, (None, "scalar", "vector"))}
+
+    def params(self, attrs):
+        return {"scalar": {"weight": sp.Integer(1)}, "vector": {"weight": d_model},
+                None: {}}[attrs["learnable"]]
+
+    def forward_other(self, attrs, n_inputs):
+        return seq_len * d_model
+
+    def module(self, attrs, dims):
+        return _nn().Scale(dims["d_model"], attrs["value"], attrs["learnable"], dims)
+
+
+# ---------------------------------------------------------------------------------------------
+# Norms.
+
+
+@register
+class LayerNormOp(OpKind):
+    """LayerNorm (Ba et al. 2016): gain and, unless ``bias`` is false, bias: 2·d parameters."""
+
+    name, role, component = "layernorm", NORM, "norm"
+    attributes = {"bias": (True, bool)}
+
+    def params(self, attrs):
+        return {"weight": d_model, **_optional(attrs["bias"], "bias", d_model)}
+
+    def forward_other(self, attrs, n_inputs):
+        per_element = LAYERNORM_FLOPS + AFFINE_GAIN_FLOPS + (1 if attrs["bias"] else 0)
+        return per_element * seq_len * d_model
+
+    def module(self, attrs, dims):
+        return _nn().LayerNorm(dims["d_model"], bias=attrs["bias"])
+
+
+@register
+class RMSNormOp(OpKind):
+    """RMSNorm (Zhang & Sennrich 2019): gain only, d parameters."""
+
+    name, role, component = "rmsnorm", NORM, "norm"
+
+    def params(self, attrs):
+        return {"weight": d_model}
+
+    def forward_other(self, attrs, n_inputs):
+        return (RMSNORM_FLOPS + AFFINE_GAIN_FLOPS) * seq_len * d_model
+
+    def module(self, attrs, dims):
+        return _nn().RMSNorm(dims["d_model"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sublayers.
+
+
+@register
+class AttentionOp(OpKind):
+    """Causal multi-head self-attention (Vaswani et al. 2017) with a fused q/k/v projection.
+
+    ``n_kv_heads < n_heads`` gives grouped-query attention (Ainslie et al. 2023). Leaves:
+    ``qkv`` (d → (h + 2·h_kv)·d_head) and ``proj`` (h·d_head → d), each with an optional bias.
+    """
+
+    name, role, component = "attention", ATTENTION, "attention"
+    attributes = {"bias": (True, bool)}
+
+    def params(self, attrs):
+        qkv_width = (n_heads + 2 * n_kv_heads) * d_head
+        return {"qkv.weight": d_model * qkv_width,
+                **_optional(attrs["bias"], "qkv.bias", qkv_width),
+                "proj.weight": n_heads * d_head * d_model,
+                **_optional(attrs["bias"], "proj.bias", d_model)}
+
+    @staticmethod
+    def _projections(attrs):
+        return (matmul_flops(seq_len, d_model, (n_heads + 2 * n_kv_heads) * d_head)
+                + matmul_flops(seq_len, n_heads * d_head, d_model))
+
+    @staticmethod
+    def _scores_and_mix(n_scores):
+        # NB: per query head, q·kᵀ and p·v are each 2·d_head FLOPs per score (GQA shares k, v
+        # across heads but not the products).
+        return 2 * n_heads * matmul_flops(1, d_head, 1) * n_scores
+
+    def forward_matmul(self, attrs, n_inputs):
+        return self._projections(attrs) + self._scores_and_mix(seq_len**2)
+
+    def forward_matmul_causal(self, attrs, n_inputs):
+        return self._projections(attrs) + self._scores_and_mix(seq_len * (seq_len + 1) / 2)
+
+    def forward_other(self, attrs, n_inputs):
+        scores = n_heads * seq_len**2
+        biases = seq_len * ((n_heads + 2 * n_kv_heads) * d_head + d_model) if attrs["bias"] else 0
+        return (SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + biases
+
+    def module(self, attrs, dims):
+        return _nn().CausalSelfAttention(dims, bias=attrs["bias"])
+
+
+@register
+class FFNOp(OpKind):
+    """Position-wise feed-forward network: proj(act(fc(x))), or proj(act(gate(x)) ⊙ fc(x)) when
+    ``gated`` (GLU family, Shazeer 2020; SwiGLU = gated + silu). Leaves: ``fc`` (d → d_ff),
+    ``gate`` (d → d_ff, gated only) and ``proj`` (d_ff → d)."""
+
+    name, role, component = "ffn", FFN, "ffn"
+    attributes = {"activation": ("gelu", tuple(ACTIVATION_FLOPS)), "bias": (True, bool),
+                  "gated": (False, bool)}
+
+    def params(self, attrs):
+        bias, gated = attrs["bias"], attrs["gated"]
+        return {"fc.weight": d_model * d_ff, **_optional(bias, "fc.bias", d_ff),
+                **_optional(gated, "gate.weight", d_model * d_ff),
+                **_optional(gated and bias, "gate.bias", d_ff),
+                "proj.weight": d_ff * d_model, **_optional(bias, "proj.bias", d_model)}
+
+    def forward_matmul(self, attrs, n_inputs):
+        n_in_projections = 2 if attrs["gated"] else 1
+        return (n_in_projections * matmul_flops(seq_len, d_model, d_ff)
+                + matmul_flops(seq_len, d_ff, d_model))
+
+    def forward_other(self, attrs, n_inputs):
+        hidden = seq_len * d_ff
+        gated = attrs["gated"]
+        activation = ACTIVATION_FLOPS[attrs["activation"]] * hidden
+        gate_product = hidden if gated else 0
+        biases = ((2 if gated else 1) * hidden + seq_len * d_model) if attrs["bias"] else 0
+        return activation + gate_product + biases
+
+    def module(self, attrs, dims):
+        return _nn().FFN(dims, **attrs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model-level ops: the embedding side and the unembedding (not allowed inside a block).
+
+
+@register
+class TokenEmbedding(OpKind):
+    """Token embedding table V×d; a lookup is a gather (0 FLOPs)."""
+
+    name, role, component, arity, in_block = "token_embedding", EMBEDDING, "embedding", (0, 0), False
+
+    def params(self, attrs):
+        return {"weight": vocab * d_model}
+
+    def module(self, attrs, dims):
+        return _nn().Embedding(dims["vocab"], dims["d_model"])
+
+
+@register
+class PositionEmbedding(OpKind):
+    """Learned absolute positions (GPT-2): an n_ctx×d table, added to the token embedding."""
+
+    name, role, component, arity, in_block = (
+        "position_embedding", EMBEDDING, "embedding", (0, 0), False)
+
+    def params(self, attrs):
+        return {"weight": n_ctx * d_model}
+
+    def forward_other(self, attrs, n_inputs):
+        return seq_len * d_model  # the add onto the token embedding
+
+    def module(self, attrs, dims):
+        return _nn().Embedding(dims["n_ctx"], dims["d_model"])
+
+
+@register
+class Unembedding(OpKind):
+    """The language-model head d → V. ``tied``: it reuses the token table, no own parameters."""
+
+    name, role, component, arity, in_block = "unembedding", EMBEDDING, "embedding", (1, 1), False
+    attributes = {"tied": (True, bool)}
+
+    def params(self, attrs):
+        return {} if attrs["tied"] else {"weight": vocab * d_model}
+
+    def forward_matmul(self, attrs, n_inputs):
+        return matmul_flops(seq_len, d_model, vocab)
+
+    def module(self, attrs, dims):
+        return _nn().Unembedding(dims["d_model"], dims["vocab"])

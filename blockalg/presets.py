@@ -1,0 +1,93 @@
+"""Presets: model shapes as plain data, and the dimension set an analysis runs at.
+
+A preset gives the independent dimensions; :func:`resolve_dims` fills the derived ones
+(``d_head = d_model / n_heads``, ``n_kv_heads = n_heads``, ``seq_len = n_ctx``, ``batch = 1``),
+applies ``--set NAME=VALUE`` overrides and checks the result.
+
+>>> dims = resolve_dims("gpt2-small", {"seq_len": 512})
+>>> dims["d_head"], dims["seq_len"], dims["n_ctx"]
+(64, 512, 1024)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .errors import BlockalgError
+from .symbols import DIMENSIONS
+
+DEFAULT_PRESET = "gpt2-small"
+
+#: Sources: Radford et al. 2019 (GPT-2, Table 2 and the released configs); Brown et al. 2020
+#: (GPT-3, Table 2.1). GPT-2 sizes: 124M / 355M / 774M / 1558M parameters.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(d_model=64, n_heads=4, n_layers=2, n_ctx=64, vocab=512, d_ff=256),
+    "gpt2-small": dict(d_model=768, n_heads=12, n_layers=12, n_ctx=1024, vocab=50257, d_ff=3072),
+    "gpt2-medium": dict(d_model=1024, n_heads=16, n_layers=24, n_ctx=1024, vocab=50257, d_ff=4096),
+    "gpt2-large": dict(d_model=1280, n_heads=20, n_layers=36, n_ctx=1024, vocab=50257, d_ff=5120),
+    "gpt2-xl": dict(d_model=1600, n_heads=25, n_layers=48, n_ctx=1024, vocab=50257, d_ff=6400),
+    "gpt3-175b": dict(d_model=12288, n_heads=96, n_layers=96, n_ctx=2048, vocab=50257, d_ff=49152),
+}
+
+#: Dimensions an analysis may be given; n_experts and top_k belong to variants not built yet.
+SETTABLE = tuple(name for name in DIMENSIONS if name not in ("n_experts", "top_k"))
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def resolve_dims(preset: str = DEFAULT_PRESET, overrides: Mapping[str, int] | None = None) -> dict:
+    """The full, checked dimension set of ``preset`` with ``overrides`` applied."""
+    if preset not in PRESETS:
+        raise BlockalgError(f"unknown preset '{preset}' (known: {', '.join(PRESETS)})")
+    overrides = dict(overrides or {})
+    for name in overrides:
+        if name not in SETTABLE:
+            raise BlockalgError(f"unknown dimension '{name}' (known: {', '.join(SETTABLE)})")
+    dims = {**PRESETS[preset], **{k: v for k, v in overrides.items() if k in PRESETS[preset]}}
+    for name, value in dims.items():
+        _check_positive(name, value)
+    if "d_head" not in overrides and dims["d_model"] % dims["n_heads"]:
+        raise BlockalgError(f"d_model = {dims['d_model']} is not divisible by "
+                            f"n_heads = {dims['n_heads']}")
+    derived = {"d_head": dims["d_model"] // dims["n_heads"], "n_kv_heads": dims["n_heads"],
+               "seq_len": dims["n_ctx"], "batch": 1}
+    dims = {**dims, **derived, **overrides}
+    for name, value in dims.items():
+        _check_positive(name, value)
+    if dims["n_heads"] % dims["n_kv_heads"]:
+        raise BlockalgError(f"n_heads = {dims['n_heads']} is not a multiple of "
+                            f"n_kv_heads = {dims['n_kv_heads']}")
+    if dims["seq_len"] > dims["n_ctx"]:
+        raise BlockalgError(f"seq_len = {dims['seq_len']} exceeds the context n_ctx = {dims['n_ctx']}")
+    return {name: dims[name] for name in DIMENSIONS if name in dims}
+
+
+def _check_positive(name: str, value) -> None:
+    if type(value) is not int or value <= 0:
+        raise BlockalgError(f"{name} = {value!r}: dimensions are positive integers")
+
+
+def parse_assignments(items) -> dict[str, int]:
+    """``["d_model=512", "n_layers=6"]`` → ``{"d_model": 512, "n_layers": 6}``.
+
+    >>> parse_assignments(["n_layers=6"])
+    {'n_layers': 6}
+    """
+    result = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise BlockalgError(f"--set {item!r}: expected NAME=VALUE")
+        if name not in SETTABLE:
+            raise BlockalgError(f"--set {item}: unknown dimension '{name}' (known: {', '.join(SETTABLE)})")
+        try:
+            number = int(value.strip().replace("_", ""))
+        except ValueError:
+            raise BlockalgError(f"--set {item}: '{value}' is not an integer") from None
+        if number <= 0:
+            raise BlockalgError(f"--set {item}: dimensions are positive integers")
+        result[name] = number
+    return result

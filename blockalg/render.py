@@ -1,0 +1,145 @@
+"""Rendering: one :class:`Table` type written as text, Markdown, LaTeX (booktabs) or CSV, and the
+drawings of a block graph (text, Mermaid, Graphviz dot).
+
+>>> t = Table("demo", ["variant", "params"], [["pre-ln", "124,439,808"]])
+>>> print(t.to_markdown())
+| variant | params |
+| --- | ---: |
+| pre-ln | 124,439,808 |
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .ops import get_op
+
+FORMATS = ("table", "markdown", "latex", "csv")
+
+
+@dataclass
+class Table:
+    """A titled table of already-formatted cells. The first column is left-aligned, the rest right."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def render(self, fmt: str) -> str:
+        return {"table": self.to_text, "markdown": self.to_markdown, "latex": self.to_latex,
+                "csv": self.to_csv}[fmt]()
+
+    def to_text(self) -> str:
+        widths = [max(len(str(r[i])) for r in [self.headers, *self.rows]) for i in range(len(self.headers))]
+
+        def line(cells):
+            return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+        body = [line(self.headers), rule, *(line(r) for r in self.rows)]
+        return "\n".join([self.title, *body, *self.notes])
+
+    def to_markdown(self) -> str:
+        align = ["---"] + ["---:"] * (len(self.headers) - 1)
+        lines = [_md_row(self.headers), _md_row(align), *(_md_row(r) for r in self.rows)]
+        return "\n".join(lines + ([""] + self.notes if self.notes else []))
+
+    def to_latex(self) -> str:
+        spec = "l" + "r" * (len(self.headers) - 1)
+        lines = [f"% {self.title}", f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+                 " & ".join(map(latex_escape, self.headers)) + r" \\", "\\midrule",
+                 *(" & ".join(map(latex_escape, r)) + r" \\" for r in self.rows),
+                 "\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines)
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.headers)
+        writer.writerows(self.rows)
+        return out.getvalue().rstrip("\n")
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    r"""Escape LaTeX's special characters, except inside ``$...$`` maths.
+
+    >>> latex_escape("params.per_block")
+    'params.per\\_block'
+    """
+    parts = str(text).split("$")
+    for i in range(0, len(parts), 2):  # even parts lie outside $...$
+        parts[i] = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in parts[i])
+    return "$".join(parts)
+
+
+def format_int(value: int, signed: bool = False) -> str:
+    """``1234567`` → ``'1,234,567'`` (``'+1,234,567'`` when ``signed``)."""
+    return f"{value:+,}" if signed else f"{value:,}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawings of a block graph.
+
+
+def _label(graph, node) -> str:
+    data = graph.nodes[node]
+    op = get_op(data["op"])
+    attrs = {k: v for k, v in data.items() if k != "op" and v != op.attributes[k][0]}
+    extra = ", ".join(f"{k}={v}" for k, v in attrs.items())
+    return f"{op.name}({extra})" if extra else op.name
+
+
+def _edge_label(graph, u, v) -> str:
+    scale = graph.edges[u, v].get("scale")
+    return "" if scale is None else f"×{scale}"
+
+
+def graph_to_text(graph) -> str:
+    """One line per node in forward order: ``name = op(inputs)``."""
+    lines = [f"block {graph.graph.get('name', 'block')}"]
+    for node in nx.topological_sort(graph):
+        inputs = ", ".join(f"{u}{_edge_label(graph, u, node)}" for u in graph.predecessors(node))
+        lines.append(f"  {node} = {_label(graph, node)}({inputs})" if inputs
+                     else f"  {node} = {_label(graph, node)}")
+    meta = {k: graph.graph.get(k) for k in ("final_norm", "positions", "tied_embeddings", "init")}
+    lines.append("model: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
+    return "\n".join(lines)
+
+
+def graph_to_mermaid(graph) -> str:
+    """A Mermaid flowchart (renders on GitHub and in Jupyter with the mermaid extension)."""
+    lines = ["flowchart TD"]
+    for node in nx.topological_sort(graph):
+        lines.append(f'    {node}["{node}: {_label(graph, node)}"]')
+    for u, v in graph.edges:
+        label = _edge_label(graph, u, v)
+        lines.append(f"    {u} -->|{label}| {v}" if label else f"    {u} --> {v}")
+    return "\n".join(lines)
+
+
+def graph_to_dot(graph) -> str:
+    """Graphviz dot source."""
+    name = graph.graph.get("name", "block")
+    lines = [f'digraph "{name}" {{', "    rankdir=TB;", "    node [shape=box];"]
+    for node in nx.topological_sort(graph):
+        lines.append(f'    {node} [label="{node}\\n{_label(graph, node)}"];')
+    for u, v in graph.edges:
+        label = _edge_label(graph, u, v)
+        lines.append(f'    {u} -> {v} [label="{label}"];' if label else f"    {u} -> {v};")
+    lines.append("}")
+    return "\n".join(lines)

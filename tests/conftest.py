@@ -1,0 +1,10 @@
+import pytest
+
+from blockalg.presets import resolve_dims
+
+
+@pytest.fixture
+def small_dims():
+    """A shape where every dimension differs, so a formula that swaps two of them fails."""
+    return resolve_dims("tiny", {"d_model": 48, "n_heads": 6, "d_ff": 80, "n_ctx": 16, "seq_len": 12,
+                                 "vocab": 37, "n_layers": 3})

@@ -1,0 +1,86 @@
+"""Symbolic analyses of the three base variants: closed forms and exact values at two presets."""
+
+import pytest
+import sympy as sp
+
+from blockalg import analyze
+from blockalg.analyze import quantity_keys
+from blockalg.params import leaf_params
+from blockalg.symbols import d_model as d, default_relations, n_ctx, n_layers as L, seq_len as s, vocab as V
+from blockalg.variants import get
+
+# Per block, with d_ff = 4d and biases: attention 4d² + 4d, FFN 8d² + 5d, each LayerNorm 2d.
+BLOCK = 12 * d**2 + 9 * d
+EMBEDDING = V * d + n_ctx * d
+
+
+def closed(variant, key):
+    return analyze(variant).expressions[key].subs(default_relations())
+
+
+@pytest.mark.parametrize("variant,norms_per_block,final", [("pre-ln", 2, 1), ("post-ln", 2, 0), ("hybrid-ln", 3, 0)])
+def test_params_total_closed_form(variant, norms_per_block, final):
+    expected = EMBEDDING + L * (BLOCK + norms_per_block * 2 * d) + final * 2 * d
+    assert sp.expand(closed(variant, "params.total") - expected) == 0
+
+
+def test_params_total_keeps_n_layers_symbolic():
+    expr = analyze("pre-ln").expressions["params.total"]
+    assert expr.has(L)
+    assert sp.degree(sp.expand(expr), L) == 1  # not an unrolled sum
+
+
+def test_forward_matmul_closed_form_is_the_design_reference():
+    # L·(24·s·d² + 4·s²·d) + 2·s·d·V (DESIGN.md, measured with HF's GPT-2)
+    expected = L * (24 * s * d**2 + 4 * s**2 * d) + 2 * s * d * V
+    for variant in ("pre-ln", "post-ln", "hybrid-ln"):
+        assert sp.expand(closed(variant, "flops.forward_matmul") - expected) == 0
+        assert sp.expand(closed(variant, "flops.backward_matmul") - 2 * expected) == 0
+
+
+@pytest.mark.parametrize("preset,expected", [
+    # GPT-2 small: 38,597,376 wte + 786,432 wpe + 12 × 7,087,872 blocks + 1,536 ln_f
+    ("gpt2-small", {"pre-ln": 124439808, "post-ln": 124439808 - 1536, "hybrid-ln": 124439808 - 1536 + 12 * 1536}),
+    # GPT-2 medium: 51,463,168 wte + 1,048,576 wpe + 24 × 12,596,224 + 2,048 ln_f = 354,823,168
+    ("gpt2-medium", {"pre-ln": 354823168, "post-ln": 354823168 - 2048, "hybrid-ln": 354823168 - 2048 + 24 * 2048}),
+])
+def test_params_total_at_presets(preset, expected):
+    for variant, total in expected.items():
+        assert analyze(variant, preset=preset).values["params.total"] == total
+
+
+def test_gpt2_small_flops_reference_numbers():
+    values = analyze("pre-ln", preset="gpt2-small").values
+    assert values["flops.forward_matmul"] == 291_648_307_200
+    assert values["flops.backward_matmul"] == 583_296_614_400
+
+
+def test_totals_are_sums_of_leaves_and_components():
+    a = analyze("hybrid-ln", preset="gpt2-small")
+    v = a.values
+    assert v["params.total"] == sum(v[f"params.{c}"] for c in ("attention", "ffn", "norm", "embedding"))
+    leaves = leaf_params(get("hybrid-ln"))
+    per_block = sum(expr for key, expr in leaves.items() if key.startswith("block."))
+    assert analyze("hybrid-ln").expressions["params.per_block"] == per_block
+
+
+def test_values_are_python_ints_even_at_gpt3_size():
+    a = analyze("pre-ln", preset="gpt3-175b")
+    assert all(type(x) is int for x in a.values.values())
+    # 96 × (12·12288² + 13·12288) + 50257·12288 + 2048·12288 + 2·12288
+    assert a.values["params.total"] == 96 * (12 * 12288**2 + 13 * 12288) + 50257 * 12288 + 2048 * 12288 + 2 * 12288
+
+
+def test_overrides_change_the_numbers():
+    base = analyze("pre-ln", preset="gpt2-small")
+    deeper = analyze("pre-ln", preset="gpt2-small", n_layers=24)
+    assert deeper.values["params.total"] - base.values["params.total"] == 12 * base.values["params.per_block"]
+
+
+def test_result_displays_itself_in_notebooks():
+    md = analyze("pre-ln", preset="tiny")._repr_markdown_()
+    assert "| params.total |" in md and "$" in md
+
+
+def test_every_quantity_is_reported():
+    assert set(analyze("post-ln").values) == set(quantity_keys())

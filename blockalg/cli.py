@@ -50,6 +50,13 @@ def dims_options(command):
                         type=click.Choice(preset_names()), help="Model shape to evaluate at.")(command)
 
 
+def device_option(command):
+    """``--device``: where the torch model is built for empirical checks."""
+    return click.option("--device", type=click.Choice(["meta", "cpu", "cuda"]), default="meta",
+                        show_default=True,
+                        help="meta: no memory, any size; cpu/cuda: real tensors.")(command)
+
+
 def variant_names(names) -> list[str]:
     """Drop a literal ``vs`` so ``compare pre-LN vs post-LN`` reads as it is said."""
     names = [n for n in names if n.lower() != "vs"]
@@ -96,46 +103,122 @@ def show_command(variant, fmt):
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
               show_default=True, help="Output format.")
 @click.option("--symbolic", is_flag=True, help="Also show the closed forms.")
-def compare_command(variants, preset, assignments, fmt, symbolic):
+@click.option("--check", "run_checks", is_flag=True,
+              help="Also build each model and show the measured numbers (imports torch).")
+@device_option
+def compare_command(variants, preset, assignments, fmt, symbolic, run_checks, device):
     """Compare VARIANTS side by side (names or .json graph files; 'vs' between them is allowed).
 
     Counts are whole-model figures; FLOPs are per sequence of seq_len tokens at batch 1, with the
-    unembedding matmul.
+    unembedding matmul. Exits 1 when --check finds a mismatch.
     """
     from .analyze import analyze, quantity_keys
 
     dims = resolve_dims(preset, parse_assignments(assignments))
     results = [analyze(name, preset=preset, dims=dims) for name in variant_names(variants)]
+    checks = [_run_checks(r.graph, dims, device) for r in results] if run_checks else None
     if fmt == "json":
-        click.echo(json.dumps({"preset": preset, "dims": dims,
-                               "variants": [r.to_dict() for r in results]}, indent=2))
-        return
-    click.echo(comparison_table(results, quantity_keys()).render(fmt))
-    if symbolic:
-        click.echo()
-        click.echo(closed_form_table(results, quantity_keys(), fmt).render(fmt))
+        entries = [r.to_dict() for r in results]
+        for entry, variant_checks in zip(entries, checks or []):
+            entry["checks"] = [c.to_dict() for c in variant_checks]
+        click.echo(json.dumps({"preset": preset, "dims": dims, "variants": entries}, indent=2))
+    else:
+        click.echo(comparison_table(results, quantity_keys(), checks).render(fmt))
+        if symbolic:
+            click.echo()
+            click.echo(closed_form_table(results, quantity_keys(), fmt).render(fmt))
+    return _exit_code(checks)
+
+
+@main.command("check")
+@click.argument("variants", nargs=-1, required=True)
+@dims_options
+@device_option
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
+              show_default=True, help="Output format.")
+def check_command(variants, preset, assignments, device, fmt):
+    """Build each of VARIANTS as a torch model and check every number against the prediction.
+
+    Prints predicted, measured and pass/fail per check; exits 1 if any check fails.
+    """
+    from .variants import get
+
+    dims = resolve_dims(preset, parse_assignments(assignments))
+    graphs = [get(name) for name in variant_names(variants)]
+    checks = [_run_checks(graph, dims, device) for graph in graphs]
+    if fmt == "json":
+        click.echo(json.dumps({"preset": preset, "dims": dims, "device": device, "variants": [
+            {"name": g.graph["name"], "checks": [c.to_dict() for c in cs]}
+            for g, cs in zip(graphs, checks)]}, indent=2))
+    else:
+        rows = [[g.graph["name"], c.name, _number(c.predicted), _number(c.measured),
+                 "ok" if c.ok else "FAIL", c.detail] for g, cs in zip(graphs, checks) for c in cs]
+        title = f"blockalg check · preset {preset} · device {device} ({_dims_line(dims)})"
+        click.echo(Table(title, ["variant", "check", "predicted", "measured", "result", "note"],
+                         rows, align="llrrll").render(fmt))
+    return _exit_code(checks)
+
+
+def _run_checks(graph, dims, device):
+    from .check import check
+
+    return check(graph, dims, device=device)
+
+
+def _exit_code(checks) -> int:
+    failed = [c for cs in checks or [] for c in cs if not c.ok]
+    if failed:
+        click.echo(f"blockalg: {len(failed)} check(s) failed: "
+                   f"{', '.join(sorted({c.name for c in failed}))}", err=True)
+    return 1 if failed else 0
+
+
+def _number(value) -> str:
+    return format_int(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _dims_line(dims) -> str:
     return ", ".join(f"{k}={v}" for k, v in dims.items())
 
 
-def comparison_table(results, keys) -> Table:
-    """Values per variant, with the difference of each later variant to the first."""
+#: The check that measures each quantity of the comparison table.
+CHECK_OF = {"params.total": "params", **{f"params.{c}": f"params.{c}"
+                                         for c in ("attention", "ffn", "norm", "embedding")},
+            "flops.forward_matmul": "flops.forward_matmul",
+            "flops.backward_matmul": "flops.backward_matmul"}
+
+
+def comparison_table(results, keys, checks=None) -> Table:
+    """Values per variant, with the difference of each later variant to the first; with
+    ``checks``, each variant's measured value beside its prediction."""
     first = results[0]
-    headers = ["quantity", first.name]
-    for r in results[1:]:
-        headers += [r.name, f"Δ vs {first.name}"]
-    rows = []
-    for key in keys:
-        row = [key, format_int(first.values[key])]
-        for r in results[1:]:
-            row += [format_int(r.values[key]), format_int(r.values[key] - first.values[key], signed=True)]
-        rows.append(row)
+    headers, rows = ["quantity"], [[key] for key in keys]
+    for i, r in enumerate(results):
+        headers.append(r.name)
+        if checks:
+            headers.append("measured")
+        if i:
+            headers.append(f"Δ vs {first.name}")
+        by_name = {c.name: c for c in checks[i]} if checks else {}
+        for key, row in zip(keys, rows):
+            row.append(format_int(r.values[key]))
+            if checks:
+                c = by_name.get(CHECK_OF.get(key))
+                row.append("" if c is None else f"{format_int(c.measured)} {'ok' if c.ok else 'FAIL'}")
+            if i:
+                row.append(format_int(r.values[key] - first.values[key], signed=True))
     title = f"blockalg compare · preset {first.preset} ({_dims_line(first.dims)})"
-    return Table(title, headers, rows,
-                 notes=["FLOPs: one sequence of seq_len tokens, batch 1, unembedding included; "
-                        "matmul FLOPs count attention at the dense s×s cost."])
+    notes = ["FLOPs: one sequence of seq_len tokens, batch 1, unembedding included; "
+             "matmul FLOPs count attention at the dense s×s cost."]
+    for r, variant_checks in zip(results, checks or []):
+        notes += [f"{r.name}: {c.name} predicted {_number(c.predicted)} for the backend measured "
+                  f"({c.detail})" for c in variant_checks
+                  if c.name in CHECK_OF.values() and c.predicted != r.values.get(_quantity_of(c.name))]
+    return Table(title, headers, rows, notes=notes)
+
+
+def _quantity_of(check_name: str) -> str:
+    return next(key for key, name in CHECK_OF.items() if name == check_name)
 
 
 def closed_form_table(results, keys, fmt: str = "table") -> Table:

@@ -30,6 +30,8 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
 
 def parse_expression(text) -> sp.Expr:
     """Return the sympy expression written in ``text`` (or the exact number, if given a number)."""
+    if isinstance(text, sp.Basic):
+        return text
     if isinstance(text, bool):
         raise BlockalgError(f"expression {text!r}: expected a number or an arithmetic expression")
     if isinstance(text, int):

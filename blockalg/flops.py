@@ -4,7 +4,8 @@
 counts (mm, addmm, bmm, attention) with attention at the dense s×s cost;
 ``forward_matmul_causal`` counts only the unmasked causal scores; ``forward_other`` is everything
 else (norms, softmax, activations, adds, biases, edge scales) at the per-element costs documented
-in :mod:`blockalg.ops`. The unembedding matmul is included; the loss is not.
+in :mod:`blockalg.ops`. ``backward_matmul_fused`` is the backward as FlopCounterMode counts it when
+attention runs a fused kernel that recomputes the scores (CUDA flash/efficient/cuDNN, CPU flash). The unembedding matmul is included; the loss is not.
 
 >>> from blockalg.variants import get
 >>> from blockalg.symbols import default_relations
@@ -20,7 +21,8 @@ import sympy as sp
 from .graph import model_nodes, scaled_edges
 from .symbols import d_model, n_layers, seq_len
 
-KINDS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal")
+KINDS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal",
+         "backward_matmul_fused")
 
 
 def node_flops(graph) -> dict[str, dict[str, sp.Expr]]:

@@ -21,12 +21,16 @@ from .expr import numeric_value
 class LayerNorm(nn.LayerNorm):
     """LayerNorm with an optional bias (torch's own; kept as a named kind for the registry)."""
 
+    kind = "layernorm"  # the op it computes: what a trace of the model reports
+
     def __init__(self, d_model: int, bias: bool = True):
         super().__init__(d_model, bias=bias)
 
 
 class RMSNorm(nn.RMSNorm):
     """RMSNorm with a learned gain (torch's own)."""
+
+    kind = "rmsnorm"
 
     def __init__(self, d_model: int):
         super().__init__(d_model)
@@ -35,6 +39,8 @@ class RMSNorm(nn.RMSNorm):
 class CausalSelfAttention(nn.Module):
     """Causal multi-head self-attention with a fused q/k/v projection; grouped-query attention when
     ``n_kv_heads < n_heads`` (k and v heads are shared by n_heads / n_kv_heads query heads)."""
+
+    kind = "attention"
 
     def __init__(self, dims, bias: bool = True):
         super().__init__()
@@ -64,6 +70,8 @@ _ACTIVATIONS = {"gelu": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu,
 class FFN(nn.Module):
     """Position-wise FFN: proj(act(fc(x))), or proj(act(gate(x)) * fc(x)) when gated (SwiGLU)."""
 
+    kind = "ffn"
+
     def __init__(self, dims, activation: str = "gelu", bias: bool = True, gated: bool = False):
         super().__init__()
         self.fc = nn.Linear(dims["d_model"], dims["d_ff"], bias=bias)
@@ -80,6 +88,8 @@ class FFN(nn.Module):
 
 class Scale(nn.Module):
     """Multiply by a constant, or by a learned scalar / per-dimension vector initialised to it."""
+
+    kind = "scale"
 
     def __init__(self, d_model: int, value, learnable: str | None, dims):
         super().__init__()
@@ -98,6 +108,8 @@ class Scale(nn.Module):
 class Add(nn.Module):
     """The residual add: the sum of its inputs."""
 
+    kind = "add"
+
     def forward(self, *inputs):
         out = inputs[0]
         for x in inputs[1:]:
@@ -107,6 +119,8 @@ class Add(nn.Module):
 
 class Identity(nn.Module):
     """Passes its one input through (the block's output node)."""
+
+    kind = "output"
 
     def forward(self, x):
         return x

@@ -86,6 +86,12 @@ class OpKind:
         """Matmul FLOPs of the backward pass: input and weight gradient, 2× forward."""
         return 2 * self.forward_matmul(attrs, n_inputs)
 
+    def backward_matmul_fused(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
+        """Backward matmul FLOPs when attention runs a fused kernel (flash, memory-efficient,
+        cuDNN, CPU flash), which recomputes the scores: FlopCounterMode counts its backward at
+        2.5× forward. Equal to :meth:`backward_matmul` for every op without such a kernel."""
+        return self.backward_matmul(attrs, n_inputs)
+
     def forward_other(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
         """Non-matmul FLOPs of one forward pass (norms, softmax, activations, adds, biases)."""
         return sp.Integer(0)
@@ -272,6 +278,10 @@ class AttentionOp(OpKind):
 
     def forward_matmul_causal(self, attrs, n_inputs):
         return self._projections(attrs) + self._scores_and_mix(seq_len * (seq_len + 1) / 2)
+
+    def backward_matmul_fused(self, attrs, n_inputs):
+        # NB: 2× every product, plus q·kᵀ once more: 2.5× the scores-and-mix part.
+        return self.backward_matmul(attrs, n_inputs) + self._scores_and_mix(seq_len**2) / 2
 
     def forward_other(self, attrs, n_inputs):
         scores = n_heads * seq_len**2

@@ -23,12 +23,17 @@ FORMATS = ("table", "markdown", "latex", "csv")
 
 @dataclass
 class Table:
-    """A titled table of already-formatted cells. The first column is left-aligned, the rest right."""
+    """A titled table of already-formatted cells. ``align`` has one letter per column (``l`` or
+    ``r``); by default the first column is left-aligned and the rest right-aligned."""
 
     title: str
     headers: list[str]
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
+    align: str = ""
+
+    def __post_init__(self):
+        self.align = self.align or "l" + "r" * (len(self.headers) - 1)
 
     def render(self, fmt: str) -> str:
         return {"table": self.to_text, "markdown": self.to_markdown, "latex": self.to_latex,
@@ -38,21 +43,20 @@ class Table:
         widths = [max(len(str(r[i])) for r in [self.headers, *self.rows]) for i in range(len(self.headers))]
 
         def line(cells):
-            return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+            return "  ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                             for c, w, a in zip(cells, widths, self.align)).rstrip()
 
         rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
         body = [line(self.headers), rule, *(line(r) for r in self.rows)]
         return "\n".join([self.title, *body, *self.notes])
 
     def to_markdown(self) -> str:
-        align = ["---"] + ["---:"] * (len(self.headers) - 1)
+        align = ["---" if a == "l" else "---:" for a in self.align]
         lines = [_md_row(self.headers), _md_row(align), *(_md_row(r) for r in self.rows)]
         return "\n".join(lines + ([""] + self.notes if self.notes else []))
 
     def to_latex(self) -> str:
-        spec = "l" + "r" * (len(self.headers) - 1)
-        lines = [f"% {self.title}", f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+        lines = [f"% {self.title}", f"\\begin{{tabular}}{{{self.align}}}", "\\toprule",
                  " & ".join(map(latex_escape, self.headers)) + r" \\", "\\midrule",
                  *(" & ".join(map(latex_escape, r)) + r" \\" for r in self.rows),
                  "\\bottomrule", "\\end{tabular}"]

@@ -1,0 +1,206 @@
+"""Empirical checks: the model built from a graph measured against the symbolic prediction.
+
+Each :class:`Check` holds a name, the predicted number, the measured one and whether they agree:
+
+* ``params`` and ``params.<component>``: ``numel`` of the built model's parameters;
+  ``params.leaves``: every named parameter has the size its registry formula gives;
+* ``flops.forward_matmul`` / ``flops.backward_matmul``: ``FlopCounterMode`` over one forward and one
+  backward of a batch of ``batch`` sequences of ``seq_len`` tokens;
+* ``structure``: the built block, traced with torch.fx and collapsed to graph nodes, has exactly the
+  edges (and op kinds) of the block graph, in every layer;
+* ``numerics.finite`` and ``numerics.init_loss`` (not on meta): a forward/backward on random tokens is
+  finite and the loss at initialisation is within 10% of ln(vocab).
+
+NB on attention FLOPs: on the meta device SDPA decomposes into ``bmm``s (backward = 2× forward).
+On real CPU tensors torch 2.13 runs ``_scaled_dot_product_flash_attention_for_cpu``, for which
+``FlopCounterMode`` has no formula (it counts 0): :func:`flop_counter` registers the formulas
+torch uses for its other fused kernels, whose backward recomputes the scores (2.5× forward). The
+backend that ran is read from the counted ops and the prediction made for it.
+
+>>> [c.ok for c in check("pre-ln", preset="tiny", device="meta")]
+[True, True, True, True, True, True, True, True, True]
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import networkx as nx
+import torch
+
+from .analyze import evaluate
+from .build import Block, build_model
+from .flops import flop_counts
+from .graph import edge_scale, model_nodes
+from .params import COMPONENTS, leaf_params, param_counts
+from .presets import DEFAULT_PRESET, resolve_dims
+from .variants import get
+
+aten = torch.ops.aten
+INIT_LOSS_TOLERANCE = 0.1  # relative to ln(vocab)
+
+
+@dataclass
+class Check:
+    """One comparison of a predicted with a measured number."""
+
+    name: str
+    predicted: int | float
+    measured: int | float
+    ok: bool
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "detail" or v}
+
+
+def flop_counter():
+    """A ``FlopCounterMode`` that also counts torch's fused CPU attention kernel and its backward."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    return FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward})
+
+
+def _is_fused_attention(op_names) -> bool:
+    return any(re.search(r"(flash|efficient|cudnn)_attention", name) for name in op_names)
+
+
+def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, device: str = "meta",
+          seed: int = 0, **overrides) -> list[Check]:
+    """Build ``variant`` at ``dims`` on ``device`` and run every check."""
+    graph = variant if isinstance(variant, nx.DiGraph) else get(variant)
+    dims = resolve_dims(preset, overrides) if dims is None else dims
+    model = build_model(graph, dims, device=device, seed=seed)
+    return [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
+            check_structure(graph, model), *check_numerics(model, dims, device, seed)]
+
+
+def check_params(graph, model, dims) -> list[Check]:
+    """Total, per-component and per-leaf parameter counts of ``model`` against the graph's."""
+    predicted = {key: evaluate(expr, dims) for key, expr in param_counts(graph).items()}
+    component_of = {m.path: m.op.component for m in model_nodes(graph)}
+    measured = dict.fromkeys(COMPONENTS, 0)
+    leaves = {key: evaluate(expr, dims) for key, expr in leaf_params(graph).items()}
+    matching, wrong = 0, []
+    for name, p in model.named_parameters():
+        leaf = re.sub(r"^blocks\.\d+\.", "block.", name)
+        node = next((path for path in component_of if leaf.startswith(path + ".")), None)
+        if component_of.get(node):
+            measured[component_of[node]] += p.numel()
+        if leaves.get(leaf) == p.numel():
+            matching += 1
+        else:
+            wrong.append(name)
+    n_leaves = sum(len(m.op.params(m.attrs)) * evaluate(m.count, dims) for m in model_nodes(graph))
+    total = sum(p.numel() for p in model.parameters())
+    checks = [Check("params", predicted["total"], total, predicted["total"] == total)]
+    checks += [Check(f"params.{c}", predicted[c], measured[c], predicted[c] == measured[c])
+               for c in COMPONENTS]
+    checks.append(Check("params.leaves", n_leaves, matching, matching == n_leaves and not wrong,
+                        f"unexpected: {', '.join(wrong[:5])}" if wrong else ""))
+    return checks
+
+
+def check_flops(graph, model, dims, device) -> list[Check]:
+    """Forward and backward matmul FLOPs counted by ``FlopCounterMode`` against the graph's."""
+    b, s, vocab = dims["batch"], dims["seq_len"], dims["vocab"]
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    idx, targets = (torch.randint(0, vocab, (b, s), generator=generator).to(device) for _ in range(2))
+    with flop_counter() as forward:
+        _, loss = model(idx, targets)
+    with flop_counter() as backward:
+        loss.backward()
+    ops = [str(op) for op in backward.get_flop_counts()["Global"]]
+    fused = _is_fused_attention(ops)
+    counts = flop_counts(graph)
+    predicted_forward = b * evaluate(counts["forward_matmul"], dims)
+    predicted_backward = b * evaluate(counts["backward_matmul_fused" if fused else "backward_matmul"], dims)
+    backend = "fused attention: backward recomputes scores, 2.5x" if fused else "math attention: 2x"
+    return [Check("flops.forward_matmul", predicted_forward, forward.get_total_flops(),
+                  predicted_forward == forward.get_total_flops()),
+            Check("flops.backward_matmul", predicted_backward, backward.get_total_flops(),
+                  predicted_backward == backward.get_total_flops(), backend)]
+
+
+def traced_block_graph(block: Block) -> nx.DiGraph:
+    """The computation ``block`` performs, traced with torch.fx and collapsed to its node modules.
+
+    Nodes are the block's direct submodules (op kind read from the module class), plus ``input``;
+    an edge u → v means v consumed u's output, possibly through a multiplication by a constant,
+    recorded as the edge's ``scale``.
+    """
+    from torch import fx
+
+    class NodeTracer(fx.Tracer):
+        def is_leaf_module(self, module, qualified_name):
+            return "." not in qualified_name  # the block's own children are the graph's nodes
+
+    traced = NodeTracer().trace(block)
+    graph = nx.DiGraph()
+    producer = {}  # fx node -> (graph node it carries, scale)
+    for fx_node in traced.nodes:
+        if fx_node.op == "placeholder":
+            graph.add_node(block.source, op="input")
+            producer[fx_node] = (block.source, 1.0)
+        elif fx_node.op == "call_module":
+            graph.add_node(fx_node.target, op=type(block.get_submodule(fx_node.target)).kind)
+            for arg in fx_node.args:
+                source, scale = producer[arg]
+                graph.add_edge(source, fx_node.target, **({} if scale == 1.0 else {"scale": scale}))
+            producer[fx_node] = (fx_node.target, 1.0)
+        elif fx_node.op == "call_function" and len(fx_node.args) == 2 and \
+                isinstance(fx_node.args[1], (int, float)) and fx_node.args[0] in producer:
+            source, scale = producer[fx_node.args[0]]
+            producer[fx_node] = (source, scale * fx_node.args[1])  # x * constant on an edge
+    return graph
+
+
+def _edges(graph, scale_of) -> set:
+    return {(u, v, graph.nodes[u]["op"], graph.nodes[v]["op"], round(scale_of(u, v), 9))
+            for u, v in graph.edges}
+
+
+def check_structure(graph, model) -> Check:
+    """Every layer's traced computation has exactly the block graph's edges, ops and edge scales."""
+    dims = model.dims
+    from .expr import numeric_value
+
+    expected = _edges(graph, lambda u, v: numeric_value(edge_scale(graph, u, v), dims))
+    found, extra = 0, set()
+    for block in model.blocks:
+        traced = traced_block_graph(block)
+        edges = _edges(traced, lambda u, v: traced.edges[u, v].get("scale", 1.0))
+        found += len(edges & expected)
+        extra |= edges ^ expected
+    predicted = len(expected) * len(model.blocks)
+    detail = f"differs on {sorted(extra)[:3]}" if extra else ""
+    return Check("structure", predicted, found, found == predicted and not extra, detail)
+
+
+def check_numerics(model, dims, device, seed) -> list[Check]:
+    """A forward/backward on random tokens is finite; the loss at init is about ln(vocab)."""
+    if str(device) == "meta":
+        return []
+    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+    idx, targets = (torch.randint(0, dims["vocab"], (max(dims["batch"], 4), dims["seq_len"]),
+                                  generator=generator).to(device) for _ in range(2))
+    model.zero_grad(set_to_none=True)
+    _, loss = model(idx, targets)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
+    expected, value = math.log(dims["vocab"]), float(loss.detach())
+    return [Check("numerics.finite", 1, int(finite), finite, "loss and every gradient"),
+            Check("numerics.init_loss", round(expected, 4), round(value, 4),
+                  abs(value - expected) <= INIT_LOSS_TOLERANCE * expected,
+                  f"within {INIT_LOSS_TOLERANCE:.0%} of ln(vocab)")]

@@ -17,17 +17,21 @@ import sympy as sp
 from .errors import BlockalgError
 from .flops import flop_counts
 from .params import param_counts
+from .paths import PathStats, path_stats
 from .presets import DEFAULT_PRESET, resolve_dims
 from .symbols import DIMENSIONS, n_layers, relations_holding_at
 from .variants import get
 
 PARAM_KEYS = ("total", "per_block", "attention", "ffn", "norm", "embedding")
 FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal")
+PATH_KEYS = ("count", "shortest.norms", "shortest.sublayers", "longest.norms", "longest.sublayers",
+             "mean_sublayers", "mean_norms")
 
 
 def quantity_keys() -> list[str]:
-    """Dotted names of every quantity, in table order: ``params.total`` ... ``flops.forward_other``."""
-    return [f"params.{k}" for k in PARAM_KEYS] + [f"flops.{k}" for k in FLOP_KEYS]
+    """Dotted names of every quantity, in table order: ``params.total`` ... ``paths.mean_norms``."""
+    return ([f"params.{k}" for k in PARAM_KEYS] + [f"flops.{k}" for k in FLOP_KEYS]
+            + [f"paths.{k}" for k in PATH_KEYS])
 
 
 @dataclass
@@ -36,7 +40,8 @@ class Analysis:
 
     ``expressions`` hold the general formulas (in every dimension symbol, ``n_layers`` symbolic);
     :meth:`closed_form` writes one with the default relations that hold at ``dims`` applied;
-    ``values`` are exact Python ints.
+    ``values`` are exact: Python ints, and sympy Rationals for the path means.
+    ``paths`` holds the gradient-path statistics (:mod:`blockalg.paths`).
     """
 
     name: str
@@ -44,10 +49,12 @@ class Analysis:
     preset: str
     dims: dict[str, int]
     expressions: dict[str, sp.Expr]
-    values: dict[str, int] = field(init=False)
+    paths: PathStats
+    values: dict[str, int | sp.Rational] = field(init=False)
 
     def __post_init__(self):
-        self.values = {key: evaluate(expr, self.dims, key) for key, expr in self.expressions.items()}
+        self.values = {key: evaluate(expr, self.dims, key, integer=not key.startswith("paths.mean"))
+                       for key, expr in self.expressions.items()}
 
     def closed_form(self, key: str) -> sp.Expr:
         """The expression for ``key`` with the default relations that hold at ``dims`` applied,
@@ -60,14 +67,16 @@ class Analysis:
         nested = {"name": self.name, "params": {}, "flops": {}}
         for key, value in self.values.items():
             group, name = key.split(".", 1)
-            nested[group][name] = value
+            if group in nested:
+                nested[group][name] = value
+        nested["paths"] = self.paths.at(self.dims["n_layers"])
         nested["expressions"] = {key: str(self.closed_form(key)) for key in self.expressions}
         return nested
 
     def _repr_markdown_(self) -> str:
-        from .render import Table
+        from .render import Table, format_value
 
-        rows = [[key, f"{self.values[key]:,}", f"${sp.latex(self.closed_form(key))}$"]
+        rows = [[key, format_value(self.values[key]), f"${sp.latex(self.closed_form(key))}$"]
                 for key in self.expressions]
         return Table(f"{self.name} at {self.preset}", ["quantity", "value", "closed form"],
                      rows).to_markdown()
@@ -80,24 +89,31 @@ def analyze(variant, preset: str = DEFAULT_PRESET, dims: dict | None = None, **o
     """
     graph = get(variant) if not isinstance(variant, nx.DiGraph) else variant
     dims = resolve_dims(preset, overrides) if dims is None else dims
-    return Analysis(graph.graph.get("name", "block"), graph, preset, dims, expressions(graph))
+    paths = path_stats(graph)
+    return Analysis(graph.graph.get("name", "block"), graph, preset, dims,
+                    expressions(graph, paths), paths)
 
 
-def expressions(graph) -> dict[str, sp.Expr]:
+def expressions(graph, paths: PathStats | None = None) -> dict[str, sp.Expr]:
     """Every quantity of :func:`quantity_keys` as a sympy expression of the graph."""
     params, flops = param_counts(graph), flop_counts(graph)
+    paths = paths or path_stats(graph)
     return {**{f"params.{k}": params[k] for k in PARAM_KEYS},
-            **{f"flops.{k}": flops[k] for k in FLOP_KEYS}}
+            **{f"flops.{k}": flops[k] for k in FLOP_KEYS},
+            **{f"paths.{k}": paths.expressions[k] for k in PATH_KEYS}}
 
 
-def evaluate(expr: sp.Expr, dims: dict[str, int], what: str = "expression") -> int:
-    """The exact integer value of ``expr`` at ``dims``.
+def evaluate(expr: sp.Expr, dims: dict[str, int], what: str = "expression", integer: bool = True):
+    """The exact value of ``expr`` at ``dims``: a Python int (or, unless ``integer``, a Rational).
 
     >>> from blockalg.symbols import d_model
     >>> evaluate(3 * d_model**2, {"d_model": 768})
     1769472
     """
     value = sp.sympify(expr).subs({DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS})
-    if not value.is_Integer:
-        raise BlockalgError(f"{what} = {value} is not an integer at these dimensions")
-    return int(value)
+    if value.is_Integer:
+        return int(value)
+    if not integer and value.is_Rational:
+        return value
+    raise BlockalgError(f"{what} = {value} is not {'an integer' if integer else 'a rational'} "
+                        f"at these dimensions")

@@ -8,6 +8,8 @@ Each :class:`Check` holds a name, the predicted number, the measured one and whe
   backward of a batch of ``batch`` sequences of ``seq_len`` tokens;
 * ``structure``: the built block, traced with torch.fx and collapsed to graph nodes, has exactly the
   edges (and op kinds) of the block graph, in every layer;
+* ``paths.generating_function``: the whole built model, traced and collapsed, has exactly the path
+  generating function T**L · final of :mod:`blockalg.paths` (predicted/measured: number of paths);
 * ``numerics.finite`` and ``numerics.init_loss`` (not on meta): a forward/backward on random tokens is
   finite and the loss at initialisation is within 10% of ln(vocab).
 
@@ -18,7 +20,7 @@ torch uses for its other fused kernels, whose backward recomputes the scores (2.
 backend that ran is read from the counted ops and the prediction made for it.
 
 >>> [c.ok for c in check("pre-ln", preset="tiny", device="meta")]
-[True, True, True, True, True, True, True, True, True]
+[True, True, True, True, True, True, True, True, True, True]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .analyze import evaluate
 from .build import Block, build_model
 from .flops import flop_counts
 from .graph import edge_scale, model_nodes
+from .ops import get_op, op_names
 from .params import COMPONENTS, leaf_params, param_counts
 from .presets import DEFAULT_PRESET, resolve_dims
 from .variants import get
@@ -82,7 +85,8 @@ def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, de
     dims = resolve_dims(preset, overrides) if dims is None else dims
     model = build_model(graph, dims, device=device, seed=seed)
     return [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
-            check_structure(graph, model), *check_numerics(model, dims, device, seed)]
+            check_structure(graph, model), check_paths(graph, model),
+            *check_numerics(model, dims, device, seed)]
 
 
 def check_params(graph, model, dims) -> list[Check]:
@@ -132,37 +136,92 @@ def check_flops(graph, model, dims, device) -> list[Check]:
                   predicted_backward == backward.get_total_flops(), backend)]
 
 
-def traced_block_graph(block: Block) -> nx.DiGraph:
-    """The computation ``block`` performs, traced with torch.fx and collapsed to its node modules.
+def collapse_trace(module, is_node, concrete_args=None) -> nx.DiGraph:
+    """The computation ``module`` performs, traced with torch.fx and collapsed to a DiGraph.
 
-    Nodes are the block's direct submodules (op kind read from the module class), plus ``input``;
-    an edge u → v means v consumed u's output, possibly through a multiplication by a constant,
-    recorded as the edge's ``scale``.
+    Submodules for which ``is_node(qualified_name)`` holds are not traced into: each call is a
+    node named after the submodule, its ``op`` read from the module class's ``kind``. Inputs
+    (placeholders) are ``input`` nodes; an add of two traced values is an ``add`` node; a product
+    with a constant is the ``scale`` of the edge it lies on. An edge u → v means v consumed u's
+    output.
     """
+    import operator
+
     from torch import fx
 
     class NodeTracer(fx.Tracer):
-        def is_leaf_module(self, module, qualified_name):
-            return "." not in qualified_name  # the block's own children are the graph's nodes
+        def is_leaf_module(self, m, qualified_name):
+            return is_node(qualified_name) or super().is_leaf_module(m, qualified_name)
 
-    traced = NodeTracer().trace(block)
+    traced = NodeTracer().trace(module, concrete_args=concrete_args)
     graph = nx.DiGraph()
-    producer = {}  # fx node -> (graph node it carries, scale)
+    carried = {}  # fx node -> (graph node whose output it is, constant scale applied since)
+
+    def add_node(name, kind, args):
+        graph.add_node(name, op=kind)
+        for arg in args:
+            if arg in carried:
+                source, scale = carried[arg]
+                graph.add_edge(source, name, **({} if scale == 1.0 else {"scale": scale}))
+        carried[fx_node] = (name, 1.0)
+
     for fx_node in traced.nodes:
+        args = list(fx_node.args)
         if fx_node.op == "placeholder":
-            graph.add_node(block.source, op="input")
-            producer[fx_node] = (block.source, 1.0)
+            add_node(fx_node.target, "input", [])
         elif fx_node.op == "call_module":
-            graph.add_node(fx_node.target, op=type(block.get_submodule(fx_node.target)).kind)
-            for arg in fx_node.args:
-                source, scale = producer[arg]
-                graph.add_edge(source, fx_node.target, **({} if scale == 1.0 else {"scale": scale}))
-            producer[fx_node] = (fx_node.target, 1.0)
-        elif fx_node.op == "call_function" and len(fx_node.args) == 2 and \
-                isinstance(fx_node.args[1], (int, float)) and fx_node.args[0] in producer:
-            source, scale = producer[fx_node.args[0]]
-            producer[fx_node] = (source, scale * fx_node.args[1])  # x * constant on an edge
+            add_node(fx_node.target, getattr(module.get_submodule(fx_node.target), "kind",
+                                             type(module.get_submodule(fx_node.target)).__name__), args)
+        elif fx_node.target in (operator.mul, torch.mul, "mul") and len(args) == 2 \
+                and isinstance(args[1], (int, float)) and args[0] in carried:
+            source, scale = carried[args[0]]
+            carried[fx_node] = (source, scale * args[1])  # x * constant on an edge
+        elif sum(arg in carried for arg in args) >= 2 and fx_node.target in (operator.add, torch.add):
+            add_node(fx_node.name, "add", args)
     return graph
+
+
+def traced_block_graph(block: Block) -> nx.DiGraph:
+    """One block's traced computation, collapsed to its node modules (see :func:`collapse_trace`)."""
+    return collapse_trace(block, lambda name: "." not in name)
+
+
+def traced_model_graph(model) -> nx.DiGraph:
+    """The whole model's traced computation, collapsed to the block nodes of every layer
+    (``blocks.3.attn``) and the model-level modules (``wte``, ``wpe``, ``ln_f``, ``lm_head``)."""
+    def is_node(name):
+        parts = name.split(".")
+        return len(parts) == 1 and name != "blocks" or len(parts) == 3 and parts[0] == "blocks"
+
+    return collapse_trace(model, is_node, concrete_args={"targets": None})
+
+
+def traced_generating_function(model) -> dict:
+    """The path generating function of the built model's traced computation, from the token
+    embedding to the unembedding, in term form: compare with :func:`blockalg.paths.model_terms`."""
+    from .paths import ROLE_MARK, path_terms
+
+    graph = traced_model_graph(model)
+
+    def mark(node):
+        kind = graph.nodes[node]["op"]
+        return ROLE_MARK.get(get_op(kind).role, 1) if kind in op_names() else 1
+
+    # NB: structural (unscaled) paths; the structure check compares the edge scales.
+    return {e: c for e, c in path_terms(graph, "wte", "lm_head", mark).items() if c != 0}
+
+
+def check_paths(graph, model) -> Check:
+    """The traced model's path generating function equals the symbolic T**L · final exactly."""
+    from .paths import model_terms
+
+    predicted = model_terms(graph, len(model.blocks))
+    measured = traced_generating_function(model)
+    differing = {e for e in predicted.keys() | measured.keys() if predicted.get(e) != measured.get(e)}
+    detail = (f"{len(predicted)} terms n^i a^j f^k equal" if not differing
+              else f"differs at (norms, attention, ffn) = {sorted(differing)[:3]}")
+    return Check("paths.generating_function", sum(predicted.values()), sum(measured.values()),
+                 not differing, detail)
 
 
 def _edges(graph, scale_of) -> set:

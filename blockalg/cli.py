@@ -15,7 +15,7 @@ import sympy as sp
 from .errors import BlockalgError
 from .presets import DEFAULT_PRESET, parse_assignments, preset_names, resolve_dims
 from .symbols import LATEX_NAMES
-from .render import FORMATS, Table, format_int, graph_to_dot, graph_to_mermaid, graph_to_text
+from .render import FORMATS, Table, format_int, format_value, graph_to_dot, graph_to_mermaid, graph_to_text
 
 
 class _Group(click.Group):
@@ -201,12 +201,12 @@ def comparison_table(results, keys, checks=None) -> Table:
             headers.append(f"Δ vs {first.name}")
         by_name = {c.name: c for c in checks[i]} if checks else {}
         for key, row in zip(keys, rows):
-            row.append(format_int(r.values[key]))
+            row.append(format_value(r.values[key]))
             if checks:
                 c = by_name.get(CHECK_OF.get(key))
                 row.append("" if c is None else f"{format_int(c.measured)} {'ok' if c.ok else 'FAIL'}")
             if i:
-                row.append(format_int(r.values[key] - first.values[key], signed=True))
+                row.append(format_value(r.values[key] - first.values[key], signed=True))
     title = f"blockalg compare · preset {first.preset} ({_dims_line(first.dims)})"
     notes = ["FLOPs: one sequence of seq_len tokens, batch 1, unembedding included; "
              "matmul FLOPs count attention at the dense s×s cost."]

@@ -15,6 +15,7 @@ import io
 from dataclasses import dataclass, field
 
 import networkx as nx
+import sympy
 
 from .ops import get_op
 
@@ -94,6 +95,18 @@ def latex_escape(text: str) -> str:
 def format_int(value: int, signed: bool = False) -> str:
     """``1234567`` → ``'1,234,567'`` (``'+1,234,567'`` when ``signed``)."""
     return f"{value:+,}" if signed else f"{value:,}"
+
+
+def format_value(value, signed: bool = False) -> str:
+    """An exact number for a table: ints with thousands separators, rationals as ``p/q``.
+
+    >>> format_value(1234), format_value(sympy.Rational(7, 2)), format_value(sympy.Rational(-1, 3), True)
+    ('1,234', '7/2', '-1/3')
+    """
+    if isinstance(value, int) or getattr(value, "is_Integer", False):
+        return format_int(int(value), signed)
+    text = str(value)
+    return f"+{text}" if signed and value >= 0 else text
 
 
 # ---------------------------------------------------------------------------------------------

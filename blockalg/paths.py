@@ -1,0 +1,288 @@
+"""Gradient paths: the path generating function of a block, and the statistics it gives in closed form.
+
+Unroll the model into a DAG from the embedding output to the input of the unembedding. Each path is
+counted by kind: norms crossed (``n``), attention sublayers crossed (``a``), FFN sublayers crossed
+(``f``). The **path generating function** sums the monomial ``n^#norms · a^#attention · f^#ffn``
+over all paths (edge scales multiply in). For a block it is a polynomial T(n, a, f) found in one pass
+over a topological order, never by enumerating paths; the model's is ``T**L`` times ``n`` when the
+model has a final norm: a closed form in ``L = n_layers``.
+
+Everything else follows from T. Because the L blocks are chosen independently along a path, a
+degree's minimum, maximum and mean over paths are L times the block's; distributions are the
+coefficients of ``T(1, t, t)**L`` (sublayers) and ``T(t, 1, 1)**L`` (norms).
+
+>>> from blockalg.variants import get
+>>> block_polynomial(get("pre-ln"))
+(a*n + 1)*(f*n + 1)
+>>> s = path_stats(get("pre-ln"))
+>>> s.at(12)["count"], s.at(12)["shortest"], s.at(12)["longest"], s.at(12)["mean_sublayers"]
+(16777216, {'norms': 1, 'sublayers': 0}, {'norms': 25, 'sublayers': 24}, '12')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import sympy as sp
+
+from .errors import BlockalgError
+from .graph import edge_scale, final_norm, sink, source
+from .ops import ATTENTION, FFN, NORM, get_op
+from .symbols import n_layers
+
+#: The marks of the generating function: a norm, an attention sublayer, an FFN sublayer.
+n, a, f = sp.symbols("n a f", positive=True)
+t = sp.Symbol("t", positive=True)  # the variable of a distribution's generating polynomial
+layer = sp.Symbol("l", integer=True, positive=True)  # a layer index, 1..L
+ROLE_MARK = {NORM: n, ATTENTION: a, FFN: f}
+
+
+def path_terms(graph: nx.DiGraph, start, end, mark_of, scale_of=None) -> dict[tuple, object]:
+    """Sum over all ``start`` → ``end`` paths of the product of node marks (and edge scales), as
+    ``{(#n, #a, #f): coefficient}``.
+
+    One pass over a topological order: the terms of a node are its mark times the sum over its
+    inputs of (input's terms × edge scale). ``mark_of(node)`` is one of ``n``, ``a``, ``f`` or 1
+    (the start's mark counts too); ``scale_of(u, v)`` an edge's scale (1 when None). Coefficients
+    stay Python ints unless a scale is symbolic, so a 96-layer unrolled model takes milliseconds.
+
+    >>> g = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
+    >>> sorted(path_terms(g, "x", "z", lambda v: {"y": n}.get(v, 1)).items())
+    [((0, 0, 0), 1), ((1, 0, 0), 1)]
+    """
+    terms = {start: _times_mark({(0, 0, 0): 1}, mark_of(start))}
+    reachable = nx.descendants(graph, start) | {start}
+    for node in nx.topological_sort(graph.subgraph(reachable)):
+        if node == start:
+            continue
+        total = {}
+        for u in graph.predecessors(node):
+            if u in terms:
+                scale = scale_of(u, node) if scale_of else 1
+                _accumulate(total, terms[u], scale)
+        terms[node] = _times_mark(total, mark_of(node))
+    if end not in terms:
+        raise BlockalgError(f"no path from '{start}' to '{end}'")
+    return terms[end]
+
+
+def path_polynomial(graph: nx.DiGraph, start, end, mark_of, scale_of=None) -> sp.Expr:
+    """:func:`path_terms` as a sympy polynomial in ``n``, ``a``, ``f``.
+
+    >>> g = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
+    >>> path_polynomial(g, "x", "z", lambda v: {"y": n}.get(v, 1))
+    n + 1
+    """
+    return terms_to_expr(path_terms(graph, start, end, mark_of, scale_of))
+
+
+MARKS = (n, a, f)
+
+
+def _times_mark(terms: dict, mark) -> dict:
+    if mark == 1:
+        return terms
+    i = MARKS.index(mark)
+    return {tuple(e + (k == i) for k, e in enumerate(exps)): c for exps, c in terms.items()}
+
+
+def _accumulate(total: dict, terms: dict, scale=1) -> None:
+    for exps, c in terms.items():
+        total[exps] = total.get(exps, 0) + c * scale
+
+
+def terms_product(p: dict, q: dict) -> dict:
+    """The product of two polynomials in term form."""
+    out = {}
+    for e1, c1 in p.items():
+        for e2, c2 in q.items():
+            key = (e1[0] + e2[0], e1[1] + e2[1], e1[2] + e2[2])
+            out[key] = out.get(key, 0) + c1 * c2
+    return out
+
+
+def terms_power(p: dict, k: int) -> dict:
+    """``p**k`` by repeated squaring."""
+    result, base = {(0, 0, 0): 1}, p
+    while k:
+        if k & 1:
+            result = terms_product(result, base)
+        k >>= 1
+        if k:
+            base = terms_product(base, base)
+    return result
+
+
+def expr_to_terms(expr) -> dict:
+    """A polynomial in ``n``, ``a``, ``f`` (a sympy expression) in term form."""
+    poly = sp.Poly(sp.expand(expr), *MARKS)
+    return {exps: int(c) if c.is_Integer else c for exps, c in poly.terms()}
+
+
+def terms_to_expr(terms: dict) -> sp.Expr:
+    return sp.Add(*(c * n**i * a**j * f**k for (i, j, k), c in terms.items() if c != 0))
+
+
+def model_terms(graph, layers: int) -> dict:
+    """The model's generating function at ``n_layers = layers`` in term form (no unrolling)."""
+    return terms_product(terms_power(expr_to_terms(block_polynomial(graph)), layers),
+                         expr_to_terms(final_polynomial(graph)))
+
+
+def _mark(graph, node):
+    return ROLE_MARK.get(get_op(graph.nodes[node]["op"]).role, 1)
+
+
+def block_polynomial(graph, scaled: bool = False) -> sp.Expr:
+    """T(n, a, f) of one block, factored. ``scaled``: edge scales multiply in."""
+    scale_of = (lambda u, v: edge_scale(graph, u, v)) if scaled else None
+    return sp.factor(path_polynomial(graph, source(graph), sink(graph), lambda v: _mark(graph, v),
+                                     scale_of))
+
+
+def final_polynomial(graph) -> sp.Expr:
+    """The model's factor after the last block: ``n`` for a final norm, else 1."""
+    final = final_norm(graph)
+    return ROLE_MARK.get(final[0].role, 1) if final else sp.Integer(1)
+
+
+def model_polynomial(graph, scaled: bool = False) -> sp.Expr:
+    """The model's generating function ``T**L · final``, closed form in ``n_layers``."""
+    return block_polynomial(graph, scaled) ** n_layers * final_polynomial(graph)
+
+
+def _degrees(poly_expr, marks) -> list[int]:
+    """The total degree in ``marks`` of every monomial of ``poly_expr``."""
+    p = sp.Poly(sp.expand(poly_expr), n, a, f)
+    index = [(n, a, f).index(m) for m in marks]
+    return [sum(monom[i] for i in index) for monom in p.monoms()]
+
+
+def _mean_degree(poly_expr, marks) -> sp.Rational:
+    """Mean over paths (monomials weighted by coefficient) of the degree in ``marks``."""
+    at_t = poly_expr.subs({m: t for m in marks}).subs({x: 1 for x in (n, a, f)})
+    return sp.Rational(sp.diff(at_t, t).subs(t, 1), at_t.subs(t, 1))
+
+
+def distribution_closed_form(per_block: sp.Expr, final: sp.Expr) -> tuple[sp.Expr, str]:
+    """``(per_block**L · final, description)``; the description names a binomial where it is one.
+
+    A per-block polynomial c·t^m·(1 + t)^j gives a shifted Binomial(j·L, 1/2).
+    """
+    factored = sp.factor(per_block)
+    expr = factored**n_layers * final
+    coefficient, factors = sp.factor_list(factored)
+    shift, trials = 0, 0
+    for base, power in factors:
+        if base == t:
+            shift += power
+        elif sp.expand(base - (1 + t)) == 0:
+            trials += power
+        else:
+            return expr, "no binomial form"
+    if trials == 0:
+        return expr, "a single value"
+    shifted = f" + {sp.sstr(shift * n_layers + sp.degree(final, t))}" if shift or final != 1 else ""
+    return expr, f"Binomial({sp.sstr(trials * n_layers)}, 1/2){shifted} over paths"
+
+
+@dataclass
+class PathStats:
+    """Closed forms (in ``n_layers``) of the path statistics of a block wiring."""
+
+    block: sp.Expr  # T(n, a, f)
+    final: sp.Expr  # the final norm's factor
+    expressions: dict[str, sp.Expr]
+    sublayer_distribution: tuple[sp.Expr, str]
+    norm_distribution: tuple[sp.Expr, str]
+
+    @property
+    def generating_function(self) -> sp.Expr:
+        return self.block**n_layers * self.final
+
+    def at(self, layers: int) -> dict:
+        """The statistics at ``n_layers = layers`` as exact numbers; the JSON shape of ``paths``."""
+        value = {key: expr.subs(n_layers, layers) for key, expr in self.expressions.items()}
+        return {"count": int(value["count"]),
+                "shortest": {"norms": int(value["shortest.norms"]),
+                             "sublayers": int(value["shortest.sublayers"])},
+                "longest": {"norms": int(value["longest.norms"]),
+                            "sublayers": int(value["longest.sublayers"])},
+                "mean_sublayers": str(sp.Rational(value["mean_sublayers"])),
+                "mean_norms": str(sp.Rational(value["mean_norms"])),
+                "generating_function": sp.sstr(self.generating_function),
+                "block_generating_function": sp.sstr(self.block)}
+
+    def shortest_to_layer(self, layers: int) -> list[dict]:
+        """For each layer l = 1..L, the shortest path from the model output back to layer l's
+        input (it crosses blocks l..L and the final norm)."""
+        norms, subs = self.expressions["shortest_to_layer.norms"], self.expressions["shortest_to_layer.sublayers"]
+        return [{"layer": l, "norms": int(norms.subs({n_layers: layers, layer: l})),
+                 "sublayers": int(subs.subs({n_layers: layers, layer: l}))}
+                for l in range(1, layers + 1)]
+
+    def distribution(self, layers: int, of: str = "sublayers") -> dict[int, int]:
+        """Number of paths crossing k sublayers (or norms), for every k, at ``n_layers = layers``."""
+        per_block, final = self._distribution_parts(of)
+        coefficients = _int_poly_pow(_int_coefficients(per_block), layers)
+        coefficients = _int_poly_mul(coefficients, _int_coefficients(final))
+        return {k: c for k, c in enumerate(coefficients) if c}
+
+    def _distribution_parts(self, of):
+        marks = {"sublayers": (a, f), "norms": (n,)}[of]
+        others = [x for x in (n, a, f) if x not in marks]
+        per_block = self.block.subs({m: t for m in marks}).subs({x: 1 for x in others})
+        final = self.final.subs({m: t for m in marks}).subs({x: 1 for x in others})
+        return sp.expand(per_block), sp.expand(sp.sympify(final))
+
+
+def path_stats(graph) -> PathStats:
+    """Every path statistic of ``graph`` in closed form (``n_layers`` symbolic)."""
+    block, final = block_polynomial(graph), final_polynomial(graph)
+    sublayers, norms = (a, f), (n,)
+    final_norms = _degrees(final, norms)[0]
+    expressions = {
+        "count": block.subs({n: 1, a: 1, f: 1}) ** n_layers,
+        "shortest.norms": n_layers * min(_degrees(block, norms)) + final_norms,
+        "shortest.sublayers": n_layers * min(_degrees(block, sublayers)),
+        "longest.norms": n_layers * max(_degrees(block, norms)) + final_norms,
+        "longest.sublayers": n_layers * max(_degrees(block, sublayers)),
+        "mean_sublayers": n_layers * _mean_degree(block, sublayers),
+        "mean_norms": n_layers * _mean_degree(block, norms) + final_norms,
+        "shortest_to_layer.norms": (n_layers - layer + 1) * min(_degrees(block, norms)) + final_norms,
+        "shortest_to_layer.sublayers": (n_layers - layer + 1) * min(_degrees(block, sublayers)),
+    }
+    stats = PathStats(block, final, expressions, None, None)
+    stats.sublayer_distribution = distribution_closed_form(*stats._distribution_parts("sublayers"))
+    stats.norm_distribution = distribution_closed_form(*stats._distribution_parts("norms"))
+    return stats
+
+
+# Exact integer polynomials as coefficient lists, for distributions at concrete L.
+
+
+def _int_coefficients(expr) -> list[int]:
+    p = sp.Poly(expr, t)
+    coefficients = [int(c) for c in reversed(p.all_coeffs())]
+    return coefficients
+
+
+def _int_poly_mul(p: list[int], q: list[int]) -> list[int]:
+    out = [0] * (len(p) + len(q) - 1)
+    for i, x in enumerate(p):
+        if x:
+            for j, y in enumerate(q):
+                out[i + j] += x * y
+    return out
+
+
+def _int_poly_pow(p: list[int], k: int) -> list[int]:
+    result, base = [1], p
+    while k:
+        if k & 1:
+            result = _int_poly_mul(result, base)
+        k >>= 1
+        if k:
+            base = _int_poly_mul(base, base)
+    return result

@@ -91,11 +91,13 @@ class GPT(nn.Module):
 
 
 def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET,
-                device="cpu", dtype=None, seed: int | None = None, **overrides) -> GPT:
+                device="cpu", dtype=None, seed: int | None = None, init_std: float = 0.02,
+                residual_scaling: bool = True, **overrides) -> GPT:
     """The runnable model of ``variant`` (a catalog name, a graph file path or a graph).
 
     ``dims`` (as from :func:`blockalg.presets.resolve_dims`) or ``preset`` plus keyword overrides
-    give the shape; ``device="meta"`` builds without memory, at any size.
+    give the shape; ``device="meta"`` builds without memory, at any size. ``init_std`` replaces
+    GPT-2's 0.02; ``residual_scaling=False`` drops the 1/sqrt(2L) factor of residual projections.
     """
     graph = variant if isinstance(variant, nx.DiGraph) else get(variant)
     dims = resolve_dims(preset, overrides) if dims is None else dims
@@ -104,5 +106,5 @@ def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRES
     with torch.device(device):
         model = GPT(graph, dims)
     if graph.graph.get("init", "gpt2") == "gpt2":
-        gpt2_init_(model, dims["n_layers"])
+        gpt2_init_(model, dims["n_layers"], std=init_std, residual_scaling=residual_scaling)
     return model.to(dtype=dtype) if dtype is not None else model

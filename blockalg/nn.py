@@ -137,13 +137,16 @@ class Unembedding(nn.Linear):
         super().__init__(d_model, vocab, bias=False)
 
 
-def gpt2_init_(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
+def gpt2_init_(module: nn.Module, n_layers: int, std: float = 0.02,
+               residual_scaling: bool = True) -> None:
     """GPT-2 initialisation (Radford et al. 2019): weights of linear and embedding layers from
     N(0, 0.02²), biases 0, norms at gain 1; residual projections (``residual_projection``) from
-    N(0, (0.02/sqrt(2L))²) so the stream's variance does not grow with depth."""
+    N(0, (0.02/sqrt(2L))²) so the stream's variance does not grow with depth (unless
+    ``residual_scaling`` is false)."""
     for sub in module.modules():
         if isinstance(sub, nn.Linear):
-            scale = 1 / math.sqrt(2 * n_layers) if getattr(sub, "residual_projection", False) else 1
+            scaled = residual_scaling and getattr(sub, "residual_projection", False)
+            scale = 1 / math.sqrt(2 * n_layers) if scaled else 1
             nn.init.normal_(sub.weight, mean=0.0, std=std * scale)
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)

@@ -22,6 +22,8 @@ DEFAULT_PRESET = "gpt2-small"
 #: (GPT-3, Table 2.1). GPT-2 sizes: 124M / 355M / 774M / 1558M parameters.
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(d_model=64, n_heads=4, n_layers=2, n_ctx=64, vocab=512, d_ff=256),
+    # small enough for CPU studies, deep enough to show a trend across layers
+    "tiny-deep": dict(d_model=128, n_heads=4, n_layers=12, n_ctx=128, vocab=1024, d_ff=512),
     "gpt2-small": dict(d_model=768, n_heads=12, n_layers=12, n_ctx=1024, vocab=50257, d_ff=3072),
     "gpt2-medium": dict(d_model=1024, n_heads=16, n_layers=24, n_ctx=1024, vocab=50257, d_ff=4096),
     "gpt2-large": dict(d_model=1280, n_heads=20, n_layers=36, n_ctx=1024, vocab=50257, d_ff=5120),

@@ -97,13 +97,21 @@ def format_int(value: int, signed: bool = False) -> str:
     return f"{value:+,}" if signed else f"{value:,}"
 
 
+LONG_INT_DIGITS = 25
+
+
 def format_value(value, signed: bool = False) -> str:
-    """An exact number for a table: ints with thousands separators, rationals as ``p/q``.
+    """A number for a table: ints with thousands separators (from 25 digits on, in scientific form
+    with the digit count; the JSON output stays exact), rationals as ``p/q``.
 
     >>> format_value(1234), format_value(sympy.Rational(7, 2)), format_value(sympy.Rational(-1, 3), True)
     ('1,234', '7/2', '-1/3')
     """
     if isinstance(value, int) or getattr(value, "is_Integer", False):
+        if abs(int(value)) >= 10**LONG_INT_DIGITS:  # a table cell, not a record: JSON keeps it exact
+            digits = str(abs(int(value)))
+            sign = "-" if value < 0 else "+" if signed else ""
+            return f"{sign}{digits[0]}.{digits[1:5]}e+{len(digits) - 1} ({len(digits)} digits)"
         return format_int(int(value), signed)
     text = str(value)
     return f"+{text}" if signed and value >= 0 else text

@@ -61,7 +61,11 @@ class Check:
 
 def flop_counter():
     """A ``FlopCounterMode`` that also counts torch's fused CPU attention kernel and its backward."""
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+    from torch.utils.flop_counter import (
+        FlopCounterMode,
+        sdpa_backward_flop_count,
+        sdpa_flop_count,
+    )
 
     def forward(query, key, value, *args, out_shape=None, **kwargs):
         return sdpa_flop_count(query, key, value)

@@ -14,8 +14,16 @@ import sympy as sp
 
 from .errors import BlockalgError
 from .presets import DEFAULT_PRESET, parse_assignments, preset_names, resolve_dims
-from .symbols import LATEX_NAMES
-from .render import FORMATS, Table, format_int, format_value, graph_to_dot, graph_to_mermaid, graph_to_text
+from .render import FORMATS, Table, graph_to_dot, graph_to_mermaid, graph_to_text
+from .tables import (
+    closed_form_table,
+    comparison_table,
+    dims_line,
+    distribution_table,
+    number,
+    path_table,
+    shortest_to_layer_table,
+)
 
 
 class _Group(click.Group):
@@ -151,9 +159,9 @@ def check_command(variants, preset, assignments, device, fmt):
             {"name": g.graph["name"], "checks": [c.to_dict() for c in cs]}
             for g, cs in zip(graphs, checks)]}, indent=2))
     else:
-        rows = [[g.graph["name"], c.name, _number(c.predicted), _number(c.measured),
+        rows = [[g.graph["name"], c.name, number(c.predicted), number(c.measured),
                  "ok" if c.ok else "FAIL", c.detail] for g, cs in zip(graphs, checks) for c in cs]
-        title = f"blockalg check · preset {preset} · device {device} ({_dims_line(dims)})"
+        title = f"blockalg check · preset {preset} · device {device} ({dims_line(dims)})"
         click.echo(Table(title, ["variant", "check", "predicted", "measured", "result", "note"],
                          rows, align="llrrll").render(fmt))
     return _exit_code(checks)
@@ -213,57 +221,6 @@ def paths_command(variants, preset, layers, detail, fmt):
             click.echo(shortest_to_layer_table(g.graph["name"], st, layers).render(fmt))
 
 
-def path_table(graphs, stats, layers, fmt) -> Table:
-    """Each path statistic per variant: exact value at L = ``layers`` and closed form in L."""
-    def written(expr):
-        return f"${sp.latex(expr, symbol_names=LATEX_NAMES)}$" if fmt in ("latex", "markdown") \
-            else sp.sstr(expr)
-
-    headers, rows = ["statistic"], []
-    for g in graphs:
-        headers += [g.graph["name"], "closed form"]
-    values = [st.at(layers) for st in stats]
-    for key in ("count", "shortest.norms", "shortest.sublayers", "longest.norms",
-                "longest.sublayers", "mean_sublayers", "mean_norms"):
-        row = [key]
-        for st, v in zip(stats, values):
-            group, _, part = key.partition(".")
-            value = v[group][part] if part else v[key]
-            row += [format_value(value) if isinstance(value, int) else value,
-                    written(st.expressions[key])]
-        rows.append(row)
-    for label, pick in (("block T(n, a, f)", lambda st: st.block),
-                        ("model T**L · final", lambda st: st.generating_function),
-                        ("sublayers crossed", lambda st: st.sublayer_distribution[1]),
-                        ("norms crossed", lambda st: st.norm_distribution[1])):
-        row = [label]
-        for st in stats:
-            item = pick(st)
-            row += ["", item if isinstance(item, str) else written(item)]
-        rows.append(row)
-    return Table(f"blockalg paths · L = {layers} (n: norms, a: attention, f: FFN sublayers crossed)",
-                 headers, rows, notes=["A path runs from the embedding output to the unembedding "
-                                       "input; 'shortest'/'longest' minimise/maximise each count "
-                                       "separately."])
-
-
-def distribution_table(name, stats, layers) -> Table:
-    """Paths crossing k sublayers, for every k, with their share."""
-    counts = stats.distribution(layers, "sublayers")
-    total = sum(counts.values())
-    rows = [[str(k), format_int(c), f"{100 * c / total:.4g}%"] for k, c in counts.items()]
-    return Table(f"{name}: paths by sublayers crossed ({stats.sublayer_distribution[1]})",
-                 ["sublayers", "paths", "share"], rows)
-
-
-def shortest_to_layer_table(name, stats, layers) -> Table:
-    """For each layer, the shortest path from the output back to that layer's input."""
-    rows = [[str(r["layer"]), str(r["norms"]), str(r["sublayers"])]
-            for r in stats.shortest_to_layer(layers)]
-    return Table(f"{name}: shortest path from the output back to the input of layer l",
-                 ["layer l", "norms", "sublayers"], rows)
-
-
 @main.command("gradients")
 @click.argument("variants", nargs=-1, required=True)
 @click.option("--preset", default="tiny-deep", show_default=True, type=click.Choice(preset_names()),
@@ -318,6 +275,44 @@ def gradients_command(variants, preset, assignments, device, seeds, batch, init_
                "pre-LN stays roughly flat (≈ 1).")
 
 
+THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}
+
+
+@main.command("report")
+@click.argument("variants", nargs=-1, required=True)
+@click.option("--preset", "presets", multiple=True, type=click.Choice(preset_names()),
+              help=f"Preset to report at (repeatable; default {DEFAULT_PRESET}).")
+@click.option("--out", type=click.Path(file_okay=False), default="reports/blockalg",
+              show_default=True, help="Folder to write (replaced as a whole, atomically).")
+@click.option("--empirical", is_flag=True, help="Also measure gradient norms at init (torch).")
+@click.option("--thousands", type=click.Choice(list(THOUSANDS)), default="comma", show_default=True,
+              help="Thousands separator in the LaTeX tables.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Write nothing; exit 1 if the text files on disk differ from what would be written.")
+def report_command(variants, presets, out, empirical, thousands, check_only):
+    """Write a self-contained report folder on VARIANTS: Markdown, LaTeX, CSV, JSON and figures."""
+    from .report import variant_report
+    from .variants import get
+
+    graphs = [get(name) for name in variant_names(variants)]
+    folder = variant_report(graphs, presets or (DEFAULT_PRESET,), empirical=empirical,
+                            thousands=THOUSANDS[thousands])
+    if check_only:
+        return _report_drift(folder, out)
+    folder.write(out)
+    click.echo(f"wrote {len(folder.files)} files to {out}", err=True)
+
+
+def _report_drift(folder, out) -> int:
+    differing = folder.differences(out)
+    for name in differing:
+        click.echo(f"differs: {name}", err=True)
+    if differing:
+        click.echo(f"blockalg: {len(differing)} file(s) in {out} differ from what would be written",
+                   err=True)
+    return 1 if differing else 0
+
+
 def _run_checks(graph, dims, device):
     from .check import check
 
@@ -330,63 +325,6 @@ def _exit_code(checks) -> int:
         click.echo(f"blockalg: {len(failed)} check(s) failed: "
                    f"{', '.join(sorted({c.name for c in failed}))}", err=True)
     return 1 if failed else 0
-
-
-def _number(value) -> str:
-    return format_int(value) if isinstance(value, int) else f"{value:g}"
-
-
-def _dims_line(dims) -> str:
-    return ", ".join(f"{k}={v}" for k, v in dims.items())
-
-
-#: The check that measures each quantity of the comparison table.
-CHECK_OF = {"params.total": "params", **{f"params.{c}": f"params.{c}"
-                                         for c in ("attention", "ffn", "norm", "embedding")},
-            "flops.forward_matmul": "flops.forward_matmul",
-            "flops.backward_matmul": "flops.backward_matmul"}
-
-
-def comparison_table(results, keys, checks=None) -> Table:
-    """Values per variant, with the difference of each later variant to the first; with
-    ``checks``, each variant's measured value beside its prediction."""
-    first = results[0]
-    headers, rows = ["quantity"], [[key] for key in keys]
-    for i, r in enumerate(results):
-        headers.append(r.name)
-        if checks:
-            headers.append("measured")
-        if i:
-            headers.append(f"Δ vs {first.name}")
-        by_name = {c.name: c for c in checks[i]} if checks else {}
-        for key, row in zip(keys, rows):
-            row.append(format_value(r.values[key]))
-            if checks:
-                c = by_name.get(CHECK_OF.get(key))
-                row.append("" if c is None else f"{format_int(c.measured)} {'ok' if c.ok else 'FAIL'}")
-            if i:
-                row.append(format_value(r.values[key] - first.values[key], signed=True))
-    title = f"blockalg compare · preset {first.preset} ({_dims_line(first.dims)})"
-    notes = ["FLOPs: one sequence of seq_len tokens, batch 1, unembedding included; "
-             "matmul FLOPs count attention at the dense s×s cost."]
-    for r, variant_checks in zip(results, checks or []):
-        notes += [f"{r.name}: {c.name} predicted {_number(c.predicted)} for the backend measured "
-                  f"({c.detail})" for c in variant_checks
-                  if c.name in CHECK_OF.values() and c.predicted != r.values.get(_quantity_of(c.name))]
-    return Table(title, headers, rows, notes=notes)
-
-
-def _quantity_of(check_name: str) -> str:
-    return next(key for key, name in CHECK_OF.items() if name == check_name)
-
-
-def closed_form_table(results, keys, fmt: str = "table") -> Table:
-    """The closed form of every quantity per variant (as LaTeX maths in latex and markdown)."""
-    def written(expr):
-        return f"${sp.latex(expr, symbol_names=LATEX_NAMES)}$" if fmt in ("latex", "markdown") else str(expr)
-
-    rows = [[key, *(written(r.closed_form(key)) for r in results)] for key in keys]
-    return Table("closed forms (n_layers symbolic)", ["quantity", *(r.name for r in results)], rows)
 
 
 if __name__ == "__main__":

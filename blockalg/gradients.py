@@ -108,47 +108,8 @@ def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_P
 
 
 def plot_gradient_norms(results: list[GradientNorms], path) -> None:
-    """Two panels, log scale: ‖∇W‖ of the FFN's output projection per layer, and ‖∂loss/∂x_l‖;
-    mean over seeds with a ±1 std band. Written atomically (PNG, SVG or PDF by suffix)."""
-    import os
-    import tempfile
-    from pathlib import Path
+    """Save the two-panel figure of :func:`blockalg.plots.gradient_norms` (PNG, SVG or PDF)."""
+    from .plots import gradient_norms as figure
+    from .plots import save_figure
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    panels = [(lambda r: r.weights[HEADLINE], f"‖∇W‖ of {HEADLINE} (FFN W₂)"),
-              (lambda r: r.residual, "‖∂loss/∂x_l‖ at block input")]
-    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")]
-    for ax, (series_of, title) in zip(axes, panels):
-        for i, r in enumerate(results):
-            marker, line = styles[i % len(styles)]
-            series = series_of(r)
-            layers = list(range(1, len(series[0]) + 1))
-            mean, std = r.mean(series), r.std(series)
-            ax.plot(layers, mean, marker=marker, linestyle=line, label=r.name)
-            ax.fill_between(layers, [m - s for m, s in zip(mean, std)],
-                            [m + s for m, s in zip(mean, std)], alpha=0.2)
-        ax.set_yscale("log")
-        ax.set_xlabel("layer l (1 = next to the embedding)")
-        ax.set_ylabel("gradient norm (Frobenius, log scale)")
-        ax.set_title(title)
-        ax.legend()
-    dims = results[0].dims
-    fig.suptitle(f"Gradient norms at initialisation · d_model {dims['d_model']}, "
-                 f"{dims['n_layers']} layers, init std {results[0].init_std:.3g}"
-                 f"{'' if results[0].residual_scaling else ' (no residual scaling)'}, "
-                 f"{len(results[0].seeds)} seeds (mean ± std)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, metadata={"Software": None} if path.suffix == ".png" else None)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        plt.close(fig)
+    save_figure(figure(results, HEADLINE), path)

@@ -15,7 +15,6 @@ import io
 from dataclasses import dataclass, field
 
 import networkx as nx
-import sympy
 
 from .ops import get_op
 
@@ -56,10 +55,15 @@ class Table:
         lines = [_md_row(self.headers), _md_row(align), *(_md_row(r) for r in self.rows)]
         return "\n".join(lines + ([""] + self.notes if self.notes else []))
 
-    def to_latex(self) -> str:
+    def to_latex(self, thousands: str = ",") -> str:
+        """A booktabs tabular; ``thousands`` replaces the separator in integers (e.g. ``\\,``)."""
+        def cell(text):
+            escaped = latex_escape(text)
+            return escaped.replace(",", thousands) if _is_formatted_int(str(text)) else escaped
+
         lines = [f"% {self.title}", f"\\begin{{tabular}}{{{self.align}}}", "\\toprule",
                  " & ".join(map(latex_escape, self.headers)) + r" \\", "\\midrule",
-                 *(" & ".join(map(latex_escape, r)) + r" \\" for r in self.rows),
+                 *(" & ".join(map(cell, r)) + r" \\" for r in self.rows),
                  "\\bottomrule", "\\end{tabular}"]
         return "\n".join(lines)
 
@@ -69,6 +73,12 @@ class Table:
         writer.writerow(self.headers)
         writer.writerows(self.rows)
         return out.getvalue().rstrip("\n")
+
+
+def _is_formatted_int(cell: str) -> bool:
+    """``'1,234'``, ``'+0'``, ``'-1,536'``: an integer as :func:`format_int` writes it."""
+    body = cell.lstrip("+-")
+    return bool(body) and body.replace(",", "").isdigit()
 
 
 def _md_row(cells) -> str:
@@ -104,6 +114,7 @@ def format_value(value, signed: bool = False) -> str:
     """A number for a table: ints with thousands separators (from 25 digits on, in scientific form
     with the digit count; the JSON output stays exact), rationals as ``p/q``.
 
+    >>> import sympy
     >>> format_value(1234), format_value(sympy.Rational(7, 2)), format_value(sympy.Rational(-1, 3), True)
     ('1,234', '7/2', '-1/3')
     """

@@ -6,7 +6,11 @@ import sympy as sp
 from blockalg import analyze
 from blockalg.analyze import quantity_keys
 from blockalg.params import leaf_params
-from blockalg.symbols import d_model as d, default_relations, n_ctx, n_layers as L, seq_len as s, vocab as V
+from blockalg.symbols import d_model as d
+from blockalg.symbols import default_relations, n_ctx
+from blockalg.symbols import n_layers as L
+from blockalg.symbols import seq_len as s
+from blockalg.symbols import vocab as V
 from blockalg.variants import get
 
 # Per block, with d_ff = 4d and biases: attention 4d² + 4d, FFN 8d² + 5d, each LayerNorm 2d.

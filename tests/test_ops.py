@@ -72,7 +72,6 @@ def test_params_match_numel_of_an_equivalent_torch_module(name, attrs, gqa, smal
 
 def reference_forward(name, attrs, dims, x):
     """The op's computation in plain functional torch."""
-    d, dff = dims["d_model"], dims["d_ff"]
     h, hkv, dh = dims["n_heads"], dims["n_kv_heads"], dims["d_head"]
     mods = reference_module(name, attrs, dims).to("meta")
     if name in ("layernorm", "rmsnorm"):

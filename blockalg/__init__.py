@@ -8,12 +8,13 @@ Torch is imported only by :func:`build_model` and the empirical checks.
 """
 
 from . import variants
-from .analyze import Analysis, analyze
+from .analyze import Analysis, Comparison, analyze, compare
 from .errors import BlockalgError
-from .graph import BlockBuilder, load_block, save_block, validate_block
+from .graph import BlockBuilder, BlockGraph, load_block, save_block, validate_block
 from .presets import PRESETS, resolve_dims
 
-__all__ = ["Analysis", "BlockBuilder", "BlockalgError", "PRESETS", "analyze", "build_model",
+__all__ = ["Analysis", "BlockBuilder", "BlockGraph", "BlockalgError", "Comparison", "PRESETS",
+           "analyze", "build_model", "compare",
            "load_block", "resolve_dims", "save_block", "validate_block", "variants"]
 
 

@@ -82,6 +82,41 @@ class Analysis:
                      rows).to_markdown()
 
 
+@dataclass
+class Comparison:
+    """Several variants analysed at the same dimensions; displays as the comparison table."""
+
+    analyses: list[Analysis]
+
+    def __getitem__(self, name: str) -> Analysis:
+        return next(a for a in self.analyses if a.name == name)
+
+    def table(self):
+        from .tables import comparison_table
+
+        return comparison_table(self.analyses, quantity_keys())
+
+    def to_dict(self) -> dict:
+        """The JSON shape of ``blockalg compare --format json``."""
+        first = self.analyses[0]
+        return {"preset": first.preset, "dims": first.dims,
+                "variants": [a.to_dict() for a in self.analyses]}
+
+    def _repr_markdown_(self) -> str:
+        return self.table().to_markdown()
+
+
+def compare(variants, preset: str = DEFAULT_PRESET, dims: dict | None = None, **overrides) -> Comparison:
+    """Analyse each of ``variants`` at the same dimensions.
+
+    >>> c = compare(["pre-ln", "post-ln"], preset="gpt2-small")
+    >>> c["post-ln"].values["params.total"] - c["pre-ln"].values["params.total"]
+    -1536
+    """
+    dims = resolve_dims(preset, overrides) if dims is None else dims
+    return Comparison([analyze(v, preset=preset, dims=dims) for v in variants])
+
+
 def analyze(variant, preset: str = DEFAULT_PRESET, dims: dict | None = None, **overrides) -> Analysis:
     """Analyse ``variant`` (a catalog name, a graph file path or a graph) at ``preset``.
 

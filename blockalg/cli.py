@@ -6,6 +6,7 @@ line naming the culprit; a failed empirical check exits 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -65,6 +66,16 @@ def device_option(command):
                         help="meta: no memory, any size; cpu/cuda: real tensors.")(command)
 
 
+def progress(items, label: str):
+    """``items`` with a progress bar on stderr when it is a terminal; silent when piped."""
+    items = list(items)
+    if not sys.stderr.isatty() or len(items) < 2:
+        return contextlib.nullcontext(items)
+    return click.progressbar(items, label=label, file=sys.stderr,
+                             item_show_func=lambda item: "" if item is None else
+                             item.graph.get("name", "") if hasattr(item, "graph") else str(item))
+
+
 def variant_names(names) -> list[str]:
     """Drop a literal ``vs`` so ``compare pre-LN vs post-LN`` reads as it is said."""
     names = [n for n in names if n.lower() != "vs"]
@@ -120,16 +131,17 @@ def compare_command(variants, preset, assignments, fmt, symbolic, run_checks, de
     Counts are whole-model figures; FLOPs are per sequence of seq_len tokens at batch 1, with the
     unembedding matmul. Exits 1 when --check finds a mismatch.
     """
-    from .analyze import analyze, quantity_keys
+    from .analyze import compare, quantity_keys
 
     dims = resolve_dims(preset, parse_assignments(assignments))
-    results = [analyze(name, preset=preset, dims=dims) for name in variant_names(variants)]
+    comparison = compare(variant_names(variants), preset=preset, dims=dims)
+    results = comparison.analyses
     checks = [_run_checks(r.graph, dims, device) for r in results] if run_checks else None
     if fmt == "json":
-        entries = [r.to_dict() for r in results]
-        for entry, variant_checks in zip(entries, checks or []):
+        data = comparison.to_dict()
+        for entry, variant_checks in zip(data["variants"], checks or []):
             entry["checks"] = [c.to_dict() for c in variant_checks]
-        click.echo(json.dumps({"preset": preset, "dims": dims, "variants": entries}, indent=2))
+        click.echo(json.dumps(data, indent=2))
     else:
         click.echo(comparison_table(results, quantity_keys(), checks).render(fmt))
         if symbolic:
@@ -153,7 +165,8 @@ def check_command(variants, preset, assignments, device, fmt):
 
     dims = resolve_dims(preset, parse_assignments(assignments))
     graphs = [get(name) for name in variant_names(variants)]
-    checks = [_run_checks(graph, dims, device) for graph in graphs]
+    with progress(graphs, "checking") as bar:
+        checks = [_run_checks(graph, dims, device) for graph in bar]
     if fmt == "json":
         click.echo(json.dumps({"preset": preset, "dims": dims, "device": device, "variants": [
             {"name": g.graph["name"], "checks": [c.to_dict() for c in cs]}
@@ -249,9 +262,10 @@ def gradients_command(variants, preset, assignments, device, seeds, batch, init_
     from .variants import get
 
     dims = resolve_dims(preset, parse_assignments(assignments))
-    results = [gradient_norms(get(name), dims, seeds=tuple(range(seeds)), batch=batch,
-                              device=device, init_std=init_std, residual_scaling=residual_scaling)
-               for name in variant_names(variants)]
+    with progress(variant_names(variants), "measuring") as bar:
+        results = [gradient_norms(get(name), dims, seeds=tuple(range(seeds)), batch=batch,
+                                  device=device, init_std=init_std, residual_scaling=residual_scaling)
+                   for name in bar]
     if plot:
         plot_gradient_norms(results, plot)
         click.echo(f"wrote {plot}", err=True)

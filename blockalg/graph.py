@@ -49,6 +49,27 @@ INIT_SCHEMES = ("gpt2",)
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class BlockGraph(nx.DiGraph):
+    """A block: a networkx DiGraph that also displays itself in notebooks (the equations and a
+    Mermaid diagram as Markdown, the drawing as SVG). Everything else is plain networkx."""
+
+    def _repr_markdown_(self) -> str:
+        from .render import graph_to_mermaid
+
+        equations = "; ".join(self.graph.get("equations", []))
+        head = f"**{self.graph.get('name', 'block')}**" + (f": {equations}" if equations else "")
+        return f"{head}\n\n```mermaid\n{graph_to_mermaid(self)}\n```"
+
+    def _repr_svg_(self) -> str:
+        from .plots import _pyplot, block_drawing, figure_bytes
+
+        fig = block_drawing(self)
+        try:
+            return figure_bytes(fig, "svg").decode("utf-8")
+        finally:
+            _pyplot().close(fig)
+
+
 class BlockBuilder:
     """Write a block as code: ``node(name, op, *inputs, **attrs)`` returns the node's name.
 
@@ -56,7 +77,7 @@ class BlockBuilder:
     """
 
     def __init__(self, name: str, **model_attrs):
-        self._graph = nx.DiGraph(name=name, **{**MODEL_DEFAULTS, **model_attrs})
+        self._graph = BlockGraph(name=name, **{**MODEL_DEFAULTS, **model_attrs})
 
     def input(self, name: str = "x") -> str:
         self._graph.add_node(name, op=INPUT)
@@ -302,7 +323,7 @@ def block_from_data(data, default_name: str = "block") -> nx.DiGraph:
         raise BlockalgError("not a node-link graph (expected an object with 'nodes' and 'edges')")
     edges_key = "links" if "links" in data and "edges" not in data else "edges"
     try:
-        graph = nx.node_link_graph(data, directed=True, multigraph=False, edges=edges_key)
+        graph = BlockGraph(nx.node_link_graph(data, directed=True, multigraph=False, edges=edges_key))
     except (KeyError, TypeError, nx.NetworkXError) as e:
         raise BlockalgError(f"malformed node-link data ({type(e).__name__}: {e})") from None
     graph.graph.setdefault("name", default_name)

@@ -214,6 +214,11 @@ class PathStats:
                 "generating_function": sp.sstr(self.generating_function),
                 "block_generating_function": sp.sstr(self.block)}
 
+    def _repr_markdown_(self) -> str:
+        rows = "\n".join(f"| {key} | ${sp.latex(expr)}$ |" for key, expr in self.expressions.items())
+        return (f"T(n, a, f) = ${sp.latex(self.block)}$; model: ${sp.latex(self.generating_function)}$"
+                f"\n\n| statistic | closed form |\n| --- | --- |\n{rows}")
+
     def shortest_to_layer(self, layers: int) -> list[dict]:
         """For each layer l = 1..L, the shortest path from the model output back to layer l's
         input (it crosses blocks l..L and the final norm)."""

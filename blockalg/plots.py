@@ -17,9 +17,12 @@ ROLE_COLORS = {NORM: "#55a868", ATTENTION: "#4c72b0", FFN: "#dd8452"}
 
 
 def _pyplot():
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:  # in a notebook keep the inline backend: figures show
+        matplotlib.use("Agg")
     matplotlib.rcParams["svg.hashsalt"] = "blockalg"  # stable ids: the same figure, the same SVG
     import matplotlib.pyplot as plt
 

@@ -1,0 +1,32 @@
+"""Regenerate every committed study in reports/, or check that none has drifted.
+
+    python analyses/regenerate.py           # rewrite reports/<study>/ for every study
+    python analyses/regenerate.py --check   # exit 1 if a committed text file differs
+
+The test suite runs the same drift check (tests/test_report.py and tests/test_study_*.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from blockalg.report import study_main  # noqa: E402
+
+STUDIES = ("pre_vs_post_ln", "ffn_claims", "flop_formulas")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    failed = 0
+    for name in STUDIES:
+        module = importlib.import_module(name)
+        failed += study_main(module.build, name, argv) != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,8 @@ Initialisation per ``init`` scheme (a graph attribute):
   norm gains 1, residual projections (``attn.proj``, ``ffn.proj``) at std 0.02/sqrt(2L)
   (Radford et al. 2019). GPT-1 (post-LN) used N(0, 0.02²) without the depth scaling; the
   original Transformer used Xavier-uniform. Both are left for later variants to name.
+* ``deepnorm`` (deepnorm): Xavier-normal with gain β = (8L)^(-1/4) on the value and output
+  projections and the FFN, gain 1 on q and k (Wang et al. 2022).
 
 >>> import torch
 >>> model = build_model("pre-ln", preset="tiny", device="meta")
@@ -28,7 +30,7 @@ from torch import nn
 
 from .expr import numeric_value
 from .graph import edge_scale, model_nodes, sink, source
-from .nn import gpt2_init_
+from .nn import INITS
 from .ops import get_op
 from .presets import DEFAULT_PRESET, resolve_dims
 from .variants import get
@@ -105,6 +107,6 @@ def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRES
         torch.manual_seed(seed)
     with torch.device(device):
         model = GPT(graph, dims)
-    if graph.graph.get("init", "gpt2") == "gpt2":
-        gpt2_init_(model, dims["n_layers"], std=init_std, residual_scaling=residual_scaling)
+    INITS[graph.graph.get("init", "gpt2")](model, dims["n_layers"], std=init_std,
+                                           residual_scaling=residual_scaling)
     return model.to(dtype=dtype) if dtype is not None else model

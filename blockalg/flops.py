@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .graph import model_nodes, scaled_edges
-from .symbols import d_model, n_layers, seq_len
+from .graph import edge_width, model_nodes, scaled_edges
+from .symbols import n_layers, seq_len
 
 KINDS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal",
          "backward_matmul_fused")
@@ -41,6 +41,7 @@ def flop_counts(graph) -> dict[str, sp.Expr]:
     for m in model_nodes(graph):
         for kind in KINDS:
             totals[kind] += m.count * getattr(m.op, kind)(m.attrs, m.n_inputs)
-    # NB: a constant scale on an edge is one multiply per element of the stream it carries.
-    totals["forward_other"] += n_layers * len(scaled_edges(graph)) * seq_len * d_model
+    # NB: a constant scale on an edge is one multiply per element of the tensor it carries.
+    totals["forward_other"] += n_layers * seq_len * sum(
+        (edge_width(graph, u, v) for u, v, _ in scaled_edges(graph)), sp.Integer(0))
     return totals

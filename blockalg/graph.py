@@ -45,7 +45,7 @@ from .symbols import n_layers
 MODEL_DEFAULTS = {"final_norm": None, "positions": "learned", "tied_embeddings": True,
                   "init": "gpt2"}
 POSITIONS = ("learned", "none")
-INIT_SCHEMES = ("gpt2",)
+INIT_SCHEMES = ("gpt2", "deepnorm")  # implemented in blockalg.nn.INITS
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -61,13 +61,13 @@ class BlockGraph(nx.DiGraph):
         return f"{head}\n\n```mermaid\n{graph_to_mermaid(self)}\n```"
 
     def _repr_svg_(self) -> str:
-        from .plots import _pyplot, block_drawing, figure_bytes
+        from .plots import block_drawing, figure_bytes, pyplot
 
         fig = block_drawing(self)
         try:
             return figure_bytes(fig, "svg").decode("utf-8")
         finally:
-            _pyplot().close(fig)
+            pyplot().close(fig)
 
 
 class BlockBuilder:
@@ -128,6 +128,8 @@ def validate_block(graph) -> nx.DiGraph:
         raise BlockalgError(f"block '{name}' has a cycle: {path}")
     for node, data in graph.nodes(data=True):
         _check_arity(graph, node, get_op(data["op"]))
+    for u, v in graph.edges:
+        _check_shapes(graph, u, v)
     for u, v, data in graph.edges(data=True):
         for key in data:
             if key != "scale":
@@ -189,6 +191,20 @@ def _check_arity(graph, node, op: OpKind) -> None:
         raise BlockalgError(f"node '{node}' ({op.name}) has {n_in} inputs, takes {wanted}")
     if op.role != OUTPUT and graph.out_degree(node) == 0:
         raise BlockalgError(f"node '{node}' ({op.name}) is dangling: nothing uses its output")
+
+
+def node_op(graph, node) -> tuple[OpKind, dict]:
+    """The op of ``node`` and its attributes with the op's defaults filled in."""
+    op = get_op(graph.nodes[node]["op"])
+    return op, op.with_defaults(graph.nodes[node])
+
+
+def _check_shapes(graph, u, v) -> None:
+    (op_u, attrs_u), (op_v, attrs_v) = node_op(graph, u), node_op(graph, v)
+    gives, takes = op_u.out_width(attrs_u), op_v.in_width(attrs_v)
+    if gives != takes:
+        raise BlockalgError(f"edge {u} → {v}: shape mismatch: '{u}' gives width {gives}, "
+                            f"'{v}' takes {takes}")
 
 
 def _check_model_attributes(graph) -> None:
@@ -266,9 +282,8 @@ def model_nodes(graph) -> list[ModelNode]:
     if graph.graph.get("positions", "learned") == "learned":
         nodes.append(ModelNode("wpe", get_op("position_embedding"), {}, 0, one))
     for node in nx.topological_sort(graph):
-        op = get_op(graph.nodes[node]["op"])
-        nodes.append(ModelNode(f"block.{node}", op, op.with_defaults(graph.nodes[node]),
-                               graph.in_degree(node), n_layers))
+        op, attrs = node_op(graph, node)
+        nodes.append(ModelNode(f"block.{node}", op, attrs, graph.in_degree(node), n_layers))
     final = final_norm(graph)
     if final is not None:
         op, attrs = final
@@ -282,6 +297,12 @@ def model_nodes(graph) -> list[ModelNode]:
 def scaled_edges(graph) -> list[tuple[str, str, sp.Expr]]:
     """The edges whose scale is not 1, with their scale."""
     return [(u, v, edge_scale(graph, u, v)) for u, v in graph.edges if edge_scale(graph, u, v) != 1]
+
+
+def edge_width(graph, u, v) -> sp.Expr:
+    """The width of the tensor edge u → v carries."""
+    op, attrs = node_op(graph, u)
+    return op.out_width(attrs)
 
 
 # ---------------------------------------------------------------------------------------------

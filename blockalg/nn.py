@@ -23,8 +23,8 @@ class LayerNorm(nn.LayerNorm):
 
     kind = "layernorm"  # the op it computes: what a trace of the model reports
 
-    def __init__(self, d_model: int, bias: bool = True):
-        super().__init__(d_model, bias=bias)
+    def __init__(self, width: int, bias: bool = True):
+        super().__init__(width, bias=bias)
 
 
 class RMSNorm(nn.RMSNorm):
@@ -32,58 +32,114 @@ class RMSNorm(nn.RMSNorm):
 
     kind = "rmsnorm"
 
-    def __init__(self, d_model: int):
-        super().__init__(d_model)
+    def __init__(self, width: int):
+        super().__init__(width)
 
 
 class CausalSelfAttention(nn.Module):
     """Causal multi-head self-attention with a fused q/k/v projection; grouped-query attention when
-    ``n_kv_heads < n_heads`` (k and v heads are shared by n_heads / n_kv_heads query heads)."""
+    ``n_kv_heads < n_heads`` (k and v heads are shared by n_heads / n_kv_heads query heads).
+    Optional: qk-norm on the flat q and k (OLMo 2), rotary positions (RoPE), a learned scale per
+    head output (NormFormer)."""
 
     kind = "attention"
 
-    def __init__(self, dims, bias: bool = True):
+    def __init__(self, dims, bias: bool = True, proj_bias: bool | None = None, qk_norm=None,
+                 rotary: bool = False, head_scale: bool = False, rope_theta: float = 10000.0):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.d_head = dims["n_heads"], dims["n_kv_heads"], dims["d_head"]
-        qkv_width = (self.n_heads + 2 * self.n_kv_heads) * self.d_head
-        self.qkv = nn.Linear(dims["d_model"], qkv_width, bias=bias)
-        self.proj = nn.Linear(self.n_heads * self.d_head, dims["d_model"], bias=bias)
+        q_width, kv_width = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
+        self.qkv = nn.Linear(dims["d_model"], q_width + 2 * kv_width, bias=bias)
+        if qk_norm is not None:
+            norm = {"rmsnorm": nn.RMSNorm, "layernorm": nn.LayerNorm}[qk_norm]
+            self.q_norm, self.k_norm = norm(q_width), norm(kv_width)
+        else:
+            self.q_norm = self.k_norm = None
+        self.head_scale = nn.Parameter(torch.ones(self.n_heads)) if head_scale else None
+        self.proj = nn.Linear(q_width, dims["d_model"], bias=bias if proj_bias is None else proj_bias)
         self.proj.residual_projection = True  # GPT-2 scales its init by 1/sqrt(2L)
+        if rotary:
+            inv_freq = rope_theta ** (-torch.arange(0, self.d_head, 2, dtype=torch.float32) / self.d_head)
+            self.register_buffer("inv_freq", inv_freq, persistent=False)
+        else:
+            self.inv_freq = None
 
     def forward(self, x):
         b, s, _ = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_heads * self.d_head, self.n_kv_heads * self.d_head, self.n_kv_heads * self.d_head],
             dim=-1)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(b, s, self.n_heads, self.d_head).transpose(1, 2)  # (b, h, s, d_head)
         k = k.view(b, s, self.n_kv_heads, self.d_head).transpose(1, 2)  # (b, h_kv, s, d_head)
         v = v.view(b, s, self.n_kv_heads, self.d_head).transpose(1, 2)
+        if self.inv_freq is not None:
+            q, k = rotate(q, self.inv_freq), rotate(k, self.inv_freq)
         gqa = self.n_kv_heads != self.n_heads
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        if self.head_scale is not None:
+            y = y * self.head_scale.view(1, -1, 1, 1)
         y = y.transpose(1, 2).reshape(b, s, self.n_heads * self.d_head)  # (b, s, h·d_head)
         return self.proj(y)
+
+
+def rotate(x, inv_freq):
+    """Rotary position embedding (Su et al. 2021), in the half-split layout of GPT-NeoX and LLaMA:
+    pairs (x_i, x_{i + d/2}) rotate by position · inv_freq_i."""
+    positions = torch.arange(x.shape[-2], device=x.device, dtype=inv_freq.dtype)
+    angles = torch.outer(positions, inv_freq)  # (s, d_head/2)
+    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(x.dtype)
+    sin = torch.cat([angles.sin(), angles.sin()], dim=-1).to(x.dtype)
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 _ACTIVATIONS = {"gelu": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu, "silu": F.silu}
 
 
-class FFN(nn.Module):
-    """Position-wise FFN: proj(act(fc(x))), or proj(act(gate(x)) * fc(x)) when gated (SwiGLU)."""
+class FFNUp(nn.Module):
+    """act(fc(x)), or act(gate(x)) * fc(x) when gated: the FFN up to its hidden layer."""
 
-    kind = "ffn"
+    kind = "ffn_up"
 
     def __init__(self, dims, activation: str = "gelu", bias: bool = True, gated: bool = False):
         super().__init__()
         self.fc = nn.Linear(dims["d_model"], dims["d_ff"], bias=bias)
         self.gate = nn.Linear(dims["d_model"], dims["d_ff"], bias=bias) if gated else None
-        self.proj = nn.Linear(dims["d_ff"], dims["d_model"], bias=bias)
-        self.proj.residual_projection = True
         self.act = _ACTIVATIONS[activation]
 
     def forward(self, x):
         h = self.fc(x)
-        h = self.act(self.gate(x)) * h if self.gate is not None else self.act(h)
-        return self.proj(h)
+        return self.act(self.gate(x)) * h if self.gate is not None else self.act(h)
+
+
+class FFNDown(nn.Module):
+    """The FFN's output projection, d_ff → d_model."""
+
+    kind = "ffn_down"
+
+    def __init__(self, dims, bias: bool = True):
+        super().__init__()
+        self.proj = nn.Linear(dims["d_ff"], dims["d_model"], bias=bias)
+        self.proj.residual_projection = True
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class FFN(FFNUp):
+    """Position-wise FFN: proj(act(fc(x))), or proj(act(gate(x)) * fc(x)) when gated (SwiGLU)."""
+
+    kind = "ffn"
+
+    def __init__(self, dims, activation: str = "gelu", bias: bool = True, gated: bool = False):
+        super().__init__(dims, activation, bias, gated)
+        self.proj = nn.Linear(dims["d_ff"], dims["d_model"], bias=bias)
+        self.proj.residual_projection = True  # GPT-2 scales its init by 1/sqrt(2L)
+
+    def forward(self, x):
+        return self.proj(super().forward(x))
 
 
 class Scale(nn.Module):
@@ -152,3 +208,31 @@ def gpt2_init_(module: nn.Module, n_layers: int, std: float = 0.02,
                 nn.init.zeros_(sub.bias)
         elif isinstance(sub, nn.Embedding):
             nn.init.normal_(sub.weight, mean=0.0, std=std)
+
+
+def deepnorm_init_(module: nn.Module, n_layers: int, std: float = 0.02,
+                   residual_scaling: bool = True) -> None:
+    """DeepNet initialisation (Wang et al. 2022), decoder-only: Xavier-normal weights with gain
+    β = (8L)^(-1/4) for the value and output projections and the FFN, gain 1 for q and k;
+    embeddings N(0, std²) and zero biases as GPT-2. (The skip scale α = (2L)^(1/4) is an edge
+    scale of the graph, not an init.) ``residual_scaling`` does not apply."""
+    gpt2_init_(module, n_layers, std)
+    beta = (8 * n_layers) ** -0.25
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, CausalSelfAttention):
+                q_width, kv_width = sub.n_heads * sub.d_head, sub.n_kv_heads * sub.d_head
+                q, k, v = sub.qkv.weight.split([q_width, kv_width, kv_width], dim=0)
+                nn.init.xavier_normal_(q)
+                nn.init.xavier_normal_(k)
+                nn.init.xavier_normal_(v, gain=beta)
+                nn.init.xavier_normal_(sub.proj.weight, gain=beta)
+            elif isinstance(sub, (FFNUp, FFNDown)):
+                for linear in (sub.fc, sub.gate, getattr(sub, "proj", None)) if isinstance(sub, FFNUp) \
+                        else (sub.proj,):
+                    if linear is not None:
+                        nn.init.xavier_normal_(linear.weight, gain=beta)
+
+
+#: Initialisation schemes by the name a graph's ``init`` attribute gives.
+INITS = {"gpt2": gpt2_init_, "deepnorm": deepnorm_init_}

@@ -24,7 +24,8 @@ Conventions (NB: these are the ones ``torch.utils.flop_counter.FlopCounterMode``
 
 >>> from blockalg.ops import get_op
 >>> from blockalg.symbols import d_model
->>> get_op("layernorm").params({"bias": True})
+>>> op = get_op("layernorm")
+>>> op.params(op.with_defaults({"bias": True}))  # formulas take every attribute, defaults filled
 {'weight': d_model, 'bias': d_model}
 """
 
@@ -48,6 +49,7 @@ AFFINE_GAIN_FLOPS = 1  # the learned per-dimension gain (and, separately, 1 for 
 SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
 SCORE_SCALE_FLOPS = 1  # q·k / sqrt(d_head)
 ACTIVATION_FLOPS = {"relu": 1, "gelu": 8, "silu": 4}  # gelu: tanh form; silu: x·sigmoid(x)
+ROTARY_FLOPS = 3  # x·cos + rotate(x)·sin, per rotated element of q and k
 
 
 def matmul_flops(m, k, n) -> sp.Expr:
@@ -73,6 +75,14 @@ class OpKind:
     def params(self, attrs: Mapping) -> dict[str, sp.Expr]:
         """Parameter count per leaf tensor, keyed as the torch module names the tensor."""
         return {}
+
+    def in_width(self, attrs: Mapping) -> sp.Expr:
+        """Width of each input (the residual stream, unless the op sits inside a sublayer)."""
+        return d_model
+
+    def out_width(self, attrs: Mapping) -> sp.Expr:
+        """Width of the output."""
+        return self.in_width(attrs)
 
     def forward_matmul(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
         """Matmul FLOPs of one forward pass over one sequence (dense attention)."""
@@ -206,38 +216,52 @@ class Scale(OpKind):
 # Norms.
 
 
-@register
-class LayerNormOp(OpKind):
-    """LayerNorm (Ba et al. 2016): gain and, unless ``bias`` is false, bias: 2·d parameters."""
+#: Widths a norm (or a finer node of a sublayer) can have: the stream, or the FFN's hidden layer.
+WIDTHS = {"d_model": d_model, "d_ff": d_ff}
 
-    name, role, component = "layernorm", NORM, "norm"
-    attributes = {"bias": (True, bool)}
+
+class _Norm(OpKind):
+    role, component = NORM, "norm"
+
+    def in_width(self, attrs):
+        return WIDTHS[attrs["width"]]
+
+
+@register
+class LayerNormOp(_Norm):
+    """LayerNorm (Ba et al. 2016): gain and, unless ``bias`` is false, bias: 2·width parameters.
+    ``width`` is ``d_model`` on the stream, ``d_ff`` inside an FFN (NormFormer)."""
+
+    name = "layernorm"
+    attributes = {"bias": (True, bool), "width": ("d_model", tuple(WIDTHS))}
 
     def params(self, attrs):
-        return {"weight": d_model, **_optional(attrs["bias"], "bias", d_model)}
+        width = WIDTHS[attrs["width"]]
+        return {"weight": width, **_optional(attrs["bias"], "bias", width)}
 
     def forward_other(self, attrs, n_inputs):
         per_element = LAYERNORM_FLOPS + AFFINE_GAIN_FLOPS + (1 if attrs["bias"] else 0)
-        return per_element * seq_len * d_model
+        return per_element * seq_len * WIDTHS[attrs["width"]]
 
     def module(self, attrs, dims):
-        return _nn().LayerNorm(dims["d_model"], bias=attrs["bias"])
+        return _nn().LayerNorm(dims[attrs["width"]], bias=attrs["bias"])
 
 
 @register
-class RMSNormOp(OpKind):
-    """RMSNorm (Zhang & Sennrich 2019): gain only, d parameters."""
+class RMSNormOp(_Norm):
+    """RMSNorm (Zhang & Sennrich 2019): gain only, width parameters."""
 
-    name, role, component = "rmsnorm", NORM, "norm"
+    name = "rmsnorm"
+    attributes = {"width": ("d_model", tuple(WIDTHS))}
 
     def params(self, attrs):
-        return {"weight": d_model}
+        return {"weight": WIDTHS[attrs["width"]]}
 
     def forward_other(self, attrs, n_inputs):
-        return (RMSNORM_FLOPS + AFFINE_GAIN_FLOPS) * seq_len * d_model
+        return (RMSNORM_FLOPS + AFFINE_GAIN_FLOPS) * seq_len * WIDTHS[attrs["width"]]
 
     def module(self, attrs, dims):
-        return _nn().RMSNorm(dims["d_model"])
+        return _nn().RMSNorm(dims[attrs["width"]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,18 +273,35 @@ class AttentionOp(OpKind):
     """Causal multi-head self-attention (Vaswani et al. 2017) with a fused q/k/v projection.
 
     ``n_kv_heads < n_heads`` gives grouped-query attention (Ainslie et al. 2023). Leaves:
-    ``qkv`` (d → (h + 2·h_kv)·d_head) and ``proj`` (h·d_head → d), each with an optional bias.
+    ``qkv`` (d → (h + 2·h_kv)·d_head) and ``proj`` (h·d_head → d). Attributes: ``bias`` (on qkv,
+    and on proj unless ``proj_bias`` says otherwise: Qwen2 has qkv biases only); ``qk_norm``
+    (OLMo 2: an RMSNorm or LayerNorm on the flat q and k projections, leaves ``q_norm``,
+    ``k_norm``); ``rotary`` (RoPE, Su et al. 2021: no parameters, rotates q and k by position);
+    ``head_scale`` (NormFormer: a learned scale per head output, leaf ``head_scale``).
+    The qk-norms sit inside the sublayer: gradient paths do not count them as norms.
     """
 
     name, role, component = "attention", ATTENTION, "attention"
-    attributes = {"bias": (True, bool)}
+    attributes = {"bias": (True, bool), "proj_bias": (None, (None, True, False)),
+                  "qk_norm": (None, (None, "rmsnorm", "layernorm")), "rotary": (False, bool),
+                  "head_scale": (False, bool)}
+
+    @staticmethod
+    def proj_bias(attrs) -> bool:
+        return attrs["bias"] if attrs["proj_bias"] is None else attrs["proj_bias"]
 
     def params(self, attrs):
         qkv_width = (n_heads + 2 * n_kv_heads) * d_head
-        return {"qkv.weight": d_model * qkv_width,
-                **_optional(attrs["bias"], "qkv.bias", qkv_width),
-                "proj.weight": n_heads * d_head * d_model,
-                **_optional(attrs["bias"], "proj.bias", d_model)}
+        norm = {None: 0, "rmsnorm": 1, "layernorm": 2}[attrs["qk_norm"]]  # tensors per qk-norm
+        leaves = {"qkv.weight": d_model * qkv_width, **_optional(attrs["bias"], "qkv.bias", qkv_width)}
+        if norm:
+            leaves["q_norm.weight"], leaves["k_norm.weight"] = n_heads * d_head, n_kv_heads * d_head
+            if norm == 2:
+                leaves["q_norm.bias"], leaves["k_norm.bias"] = n_heads * d_head, n_kv_heads * d_head
+        leaves.update(_optional(attrs["head_scale"], "head_scale", n_heads))
+        leaves["proj.weight"] = n_heads * d_head * d_model
+        leaves.update(_optional(self.proj_bias(attrs), "proj.bias", d_model))
+        return leaves
 
     @staticmethod
     def _projections(attrs):
@@ -285,42 +326,101 @@ class AttentionOp(OpKind):
 
     def forward_other(self, attrs, n_inputs):
         scores = n_heads * seq_len**2
-        biases = seq_len * ((n_heads + 2 * n_kv_heads) * d_head + d_model) if attrs["bias"] else 0
-        return (SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + biases
+        qk = seq_len * (n_heads + n_kv_heads) * d_head  # elements of q and k
+        biases = (seq_len * (n_heads + 2 * n_kv_heads) * d_head if attrs["bias"] else 0) \
+            + (seq_len * d_model if self.proj_bias(attrs) else 0)
+        qk_norm = {None: 0, "rmsnorm": RMSNORM_FLOPS + AFFINE_GAIN_FLOPS,
+                   "layernorm": LAYERNORM_FLOPS + 2 * AFFINE_GAIN_FLOPS}[attrs["qk_norm"]] * qk
+        rotary = ROTARY_FLOPS * qk if attrs["rotary"] else 0
+        head_scale = seq_len * n_heads * d_head if attrs["head_scale"] else 0
+        return (SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + biases + qk_norm + rotary + head_scale
 
     def module(self, attrs, dims):
-        return _nn().CausalSelfAttention(dims, bias=attrs["bias"])
+        return _nn().CausalSelfAttention(dims, bias=attrs["bias"], proj_bias=self.proj_bias(attrs),
+                                         qk_norm=attrs["qk_norm"], rotary=attrs["rotary"],
+                                         head_scale=attrs["head_scale"])
+
+
+@register
+class FFNUpOp(OpKind):
+    """The first half of an FFN, for variants that put a norm inside it (NormFormer):
+    act(fc(x)), or act(gate(x)) ⊙ fc(x) when ``gated``; d_model → d_ff. Leaves ``fc``, ``gate``.
+    It is the FFN sublayer on gradient paths; :class:`FFNDownOp` closes it."""
+
+    name, role, component = "ffn_up", FFN, "ffn"
+    attributes = {"activation": ("gelu", tuple(ACTIVATION_FLOPS)), "bias": (True, bool),
+                  "gated": (False, bool)}
+
+    def out_width(self, attrs):
+        return d_ff
+
+    def params(self, attrs):
+        bias, gated = attrs["bias"], attrs["gated"]
+        return {"fc.weight": d_model * d_ff, **_optional(bias, "fc.bias", d_ff),
+                **_optional(gated, "gate.weight", d_model * d_ff),
+                **_optional(gated and bias, "gate.bias", d_ff)}
+
+    def forward_matmul(self, attrs, n_inputs):
+        return (2 if attrs["gated"] else 1) * matmul_flops(seq_len, d_model, d_ff)
+
+    def forward_other(self, attrs, n_inputs):
+        hidden = seq_len * d_ff
+        gated = attrs["gated"]
+        biases = (2 if gated else 1) * hidden if attrs["bias"] else 0
+        return ACTIVATION_FLOPS[attrs["activation"]] * hidden + (hidden if gated else 0) + biases
+
+    def module(self, attrs, dims):
+        return _nn().FFNUp(dims, **attrs)
+
+
+@register
+class FFNDownOp(OpKind):
+    """The second half of an FFN: proj, d_ff → d_model (leaf ``proj``)."""
+
+    name, component = "ffn_down", "ffn"
+    attributes = {"bias": (True, bool)}
+
+    def in_width(self, attrs):
+        return d_ff
+
+    def out_width(self, attrs):
+        return d_model
+
+    def params(self, attrs):
+        return {"proj.weight": d_ff * d_model, **_optional(attrs["bias"], "proj.bias", d_model)}
+
+    def forward_matmul(self, attrs, n_inputs):
+        return matmul_flops(seq_len, d_ff, d_model)
+
+    def forward_other(self, attrs, n_inputs):
+        return seq_len * d_model if attrs["bias"] else 0
+
+    def module(self, attrs, dims):
+        return _nn().FFNDown(dims, bias=attrs["bias"])
 
 
 @register
 class FFNOp(OpKind):
     """Position-wise feed-forward network: proj(act(fc(x))), or proj(act(gate(x)) ⊙ fc(x)) when
     ``gated`` (GLU family, Shazeer 2020; SwiGLU = gated + silu). Leaves: ``fc`` (d → d_ff),
-    ``gate`` (d → d_ff, gated only) and ``proj`` (d_ff → d)."""
+    ``gate`` (d → d_ff, gated only) and ``proj`` (d_ff → d): :class:`FFNUpOp` then
+    :class:`FFNDownOp`, whose formulas it sums."""
 
     name, role, component = "ffn", FFN, "ffn"
-    attributes = {"activation": ("gelu", tuple(ACTIVATION_FLOPS)), "bias": (True, bool),
-                  "gated": (False, bool)}
+    attributes = FFNUpOp.attributes
+
+    @staticmethod
+    def _halves(attrs):
+        return ((get_op("ffn_up"), attrs), (get_op("ffn_down"), {"bias": attrs["bias"]}))
 
     def params(self, attrs):
-        bias, gated = attrs["bias"], attrs["gated"]
-        return {"fc.weight": d_model * d_ff, **_optional(bias, "fc.bias", d_ff),
-                **_optional(gated, "gate.weight", d_model * d_ff),
-                **_optional(gated and bias, "gate.bias", d_ff),
-                "proj.weight": d_ff * d_model, **_optional(bias, "proj.bias", d_model)}
+        return {k: v for op, a in self._halves(attrs) for k, v in op.params(a).items()}
 
     def forward_matmul(self, attrs, n_inputs):
-        n_in_projections = 2 if attrs["gated"] else 1
-        return (n_in_projections * matmul_flops(seq_len, d_model, d_ff)
-                + matmul_flops(seq_len, d_ff, d_model))
+        return sum(op.forward_matmul(a, 1) for op, a in self._halves(attrs))
 
     def forward_other(self, attrs, n_inputs):
-        hidden = seq_len * d_ff
-        gated = attrs["gated"]
-        activation = ACTIVATION_FLOPS[attrs["activation"]] * hidden
-        gate_product = hidden if gated else 0
-        biases = ((2 if gated else 1) * hidden + seq_len * d_model) if attrs["bias"] else 0
-        return activation + gate_product + biases
+        return sum(op.forward_other(a, 1) for op, a in self._halves(attrs))
 
     def module(self, attrs, dims):
         return _nn().FFN(dims, **attrs)

@@ -16,7 +16,8 @@ COMPONENT_COLORS = {"attention": "#4c72b0", "ffn": "#dd8452", "norm": "#55a868",
 ROLE_COLORS = {NORM: "#55a868", ATTENTION: "#4c72b0", FFN: "#dd8452"}
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot, on the Agg backend outside notebooks (imported only when a figure is made)."""
     import sys
 
     import matplotlib
@@ -45,12 +46,12 @@ def save_figure(fig, path) -> None:
     try:
         write_atomic_bytes(path, figure_bytes(fig, path.suffix.lstrip(".").lower() or "png"))
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
 
 
 def params_by_component(analyses):
     """Stacked bars: parameters per component, one bar per variant (millions)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     names = [a.name for a in analyses]
     bottom = [0.0] * len(analyses)
@@ -71,7 +72,7 @@ def flops_per_token(curves, preset: str):
     """Forward FLOPs per token against sequence length, log-log: ``curves`` maps a variant name to
     ``(seq_lens, matmul_per_token, total_per_token)``. The quadratic attention term bends the lines
     up at long sequences."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
     for i, (name, (lengths, matmul, total)) in enumerate(curves.items()):
         marker, line = STYLES[i % len(STYLES)]
@@ -91,7 +92,7 @@ def flops_per_token(curves, preset: str):
 def path_distribution(stats_by_name, layers: int):
     """Left: share of paths by sublayers crossed. Right: norms on the shortest path from the output
     back to each layer's input."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for i, (name, stats) in enumerate(stats_by_name.items()):
         marker, line = STYLES[i % len(STYLES)]
@@ -115,7 +116,7 @@ def path_distribution(stats_by_name, layers: int):
 
 def gradient_norms(results, headline: str = "ffn.proj"):
     """Two panels, log scale: ‖∇W‖ of ``headline`` per layer and ‖∂loss/∂x_l‖; mean ± std."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     panels = [(lambda r: r.weights[headline], f"‖∇W‖ of {headline}"),
               (lambda r: r.residual, "‖∂loss/∂x_l‖ at block input")]
@@ -144,7 +145,7 @@ def gradient_norms(results, headline: str = "ffn.proj"):
 def block_drawing(graph):
     """The block graph drawn top (input) to bottom (output) by topological generation, nodes
     coloured by role: green norms, blue attention, orange FFN, grey identity-like."""
-    plt = _pyplot()
+    plt = pyplot()
     generations = [sorted(g) for g in nx.topological_generations(graph)]
     positions = {node: (i - (len(gen) - 1) / 2, -depth)
                  for depth, gen in enumerate(generations) for i, node in enumerate(gen)}

@@ -54,11 +54,11 @@ class ReportFolder:
 
     def add_figure(self, stem: str, fig) -> str:
         """``stem.png`` and ``stem.svg``; returns the PNG's path for embedding."""
-        from .plots import _pyplot, figure_bytes
+        from .plots import figure_bytes, pyplot
 
         for fmt in FIGURE_FORMATS:
             self.files[f"{stem}.{fmt}"] = figure_bytes(fig, fmt)
-        _pyplot().close(fig)
+        pyplot().close(fig)
         return f"{stem}.png"
 
     def write(self, out) -> Path:

@@ -51,7 +51,8 @@ def comparison_table(results, keys, checks=None) -> Table:
                 row.append(format_value(r.values[key] - first.values[key], signed=True))
     title = f"blockalg compare · preset {first.preset} ({dims_line(first.dims)})"
     notes = ["FLOPs: one sequence of seq_len tokens, batch 1, unembedding included; "
-             "matmul FLOPs count attention at the dense s×s cost."]
+             "matmul FLOPs count attention at the dense s×s cost."] \
+        if any(key.startswith("flops.") for key in keys) else []
     for r, variant_checks in zip(results, checks or []):
         notes += [f"{r.name}: {c.name} predicted {number(c.predicted)} for the backend measured "
                   f"({c.detail})" for c in variant_checks

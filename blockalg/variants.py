@@ -7,8 +7,8 @@ the path of a block graph file (JSON) is accepted too.
 >>> g = get("Pre-LN")
 >>> g.graph["name"], g.graph["final_norm"]
 ('pre-ln', 'layernorm')
->>> [v.name for v in catalog()]
-['pre-ln', 'post-ln', 'hybrid-ln']
+>>> [v.name for v in catalog()][:4]
+['pre-ln', 'post-ln', 'hybrid-ln', 'sandwich-ln']
 """
 
 from __future__ import annotations
@@ -141,4 +141,184 @@ def hybrid_ln() -> nx.DiGraph:
     a = b.node("ln_2", "layernorm", b.node("add_1", "add", x, z))
     out = b.node("ln_3", "layernorm", b.node("add_2", "add", a, b.node("ffn", "ffn", a)))
     b.output(out)
+    return b.graph()
+
+
+# Pre-LN's relatives: where the norms sit around each sublayer.
+
+
+@variant("sandwich-ln", aliases=("sandwichln", "sandwich", "cogview"),
+         equations=("y = x + LN(Attn(LN(x)))", "out = y + LN(FFN(LN(y)))", "final LN"),
+         reference="Ding et al. 2021, 'CogView' (Sandwich-LN)")
+def sandwich_ln() -> nx.DiGraph:
+    """Sandwich-LN: pre-LN plus a LayerNorm on each branch's output, bounding what a branch adds."""
+    return _sandwich("sandwich-ln", "layernorm")
+
+
+@variant("peri-ln", aliases=("periln", "peri", "gemma2-layout"),
+         equations=("y = x + RMSNorm(Attn(RMSNorm(x)))", "out = y + RMSNorm(FFN(RMSNorm(y)))",
+                    "final RMSNorm"),
+         reference="Kim et al. 2025, 'Peri-LN'; the layout of Gemma 2 and Gemma 3 (Gemma Team 2024)")
+def peri_ln() -> nx.DiGraph:
+    """Peri-LN: a norm before and after each sublayer, on the branch only (RMSNorm, as Gemma 2/3).
+
+    The paper also normalises the embedding output; that extra norm is not modelled here.
+    """
+    return _sandwich("peri-ln", "rmsnorm")
+
+
+def _sandwich(name, norm) -> nx.DiGraph:
+    b = BlockBuilder(name, final_norm=norm)
+    x = b.input()
+    attn = b.node("attn", "attention", b.node("ln_1", norm, x))
+    y = b.node("add_1", "add", x, b.node("ln_1_post", norm, attn))
+    ffn = b.node("ffn", "ffn", b.node("ln_2", norm, y))
+    b.output(b.node("add_2", "add", y, b.node("ln_2_post", norm, ffn)))
+    return b.graph()
+
+
+@variant("output-ln", aliases=("outputln", "olmo2", "olmo-2", "reordered-norm"),
+         equations=("y = x + RMSNorm(Attn_qknorm(x))", "out = y + RMSNorm(SwiGLU(y))", "final RMSNorm"),
+         reference="OLMo Team 2024, '2 OLMo 2 Furious' (reordered norm and QK-norm)")
+def output_ln() -> nx.DiGraph:
+    """Output-LN (OLMo 2): norms on the branch outputs only, RMSNorm on q and k inside attention;
+    rotary positions, SwiGLU without biases, untied embeddings."""
+    b = BlockBuilder("output-ln", final_norm="rmsnorm", positions="none", tied_embeddings=False)
+    x = b.input()
+    attn = b.node("attn", "attention", x, bias=False, qk_norm="rmsnorm", rotary=True)
+    y = b.node("add_1", "add", x, b.node("ln_1", "rmsnorm", attn))
+    ffn = b.node("ffn", "ffn", y, activation="silu", gated=True, bias=False)
+    b.output(b.node("add_2", "add", y, b.node("ln_2", "rmsnorm", ffn)))
+    return b.graph()
+
+
+@variant("normformer", aliases=("norm-former",),
+         equations=("y = x + LN(HeadScale(Attn(LN(x))))", "h = LN(act(fc(LN(y))))",
+                    "out = y + proj(h)", "final LN"),
+         reference="Shleifer et al. 2021, 'NormFormer: Improved Transformer Pretraining with Extra "
+                   "Normalization'")
+def normformer() -> nx.DiGraph:
+    """NormFormer: pre-LN plus a LayerNorm after attention, learned per-head scales, and a
+    LayerNorm (of width d_ff) between the FFN's activation and its output projection: the FFN is
+    two nodes with the norm between them."""
+    b = BlockBuilder("normformer", final_norm="layernorm")
+    x = b.input()
+    attn = b.node("attn", "attention", b.node("ln_1", "layernorm", x), head_scale=True)
+    y = b.node("add_1", "add", x, b.node("ln_attn", "layernorm", attn))
+    hidden = b.node("ffn_up", "ffn_up", b.node("ln_2", "layernorm", y))
+    down = b.node("ffn_down", "ffn_down", b.node("ln_ffn", "layernorm", hidden, width="d_ff"))
+    b.output(b.node("add_2", "add", y, down))
+    return b.graph()
+
+
+# Post-LN's relatives: the norm stays on the stream, the skip path is rescaled.
+
+
+@variant("deepnorm", aliases=("deep-norm", "deepnet"),
+         equations=("y = LN(α·x + Attn(x))", "out = LN(α·y + FFN(y))", "α = (2L)^(1/4)",
+                    "init gain β = (8L)^(-1/4) on v, out-proj, FFN"),
+         reference="Wang et al. 2022, 'DeepNet: Scaling Transformers to 1,000 Layers' (decoder-only "
+                   "constants)")
+def deepnorm() -> nx.DiGraph:
+    """DeepNorm: post-LN with the skip path up-weighted by α and the branches initialised small,
+    which bounds the model update and trains 1,000-layer post-LN models."""
+    alpha = "(2*L)**(1/4)"
+    b = BlockBuilder("deepnorm", init="deepnorm")
+    x = b.input()
+    y = b.node("ln_1", "layernorm",
+               b.node("add_1", "add", x, b.node("attn", "attention", x), scales={x: alpha}))
+    out = b.node("ln_2", "layernorm",
+                 b.node("add_2", "add", y, b.node("ffn", "ffn", y), scales={y: alpha}))
+    b.output(out)
+    return b.graph()
+
+
+@variant("admin", aliases=("adaptive-model-initialization",),
+         equations=("y = LN(ω₁ ⊙ x + Attn(x))", "out = LN(ω₂ ⊙ y + FFN(y))",
+                    "ω learned per dimension, initialised to 1"),
+         reference="Liu et al. 2020, 'Understanding the Difficulty of Training Transformers' (Admin)")
+def admin() -> nx.DiGraph:
+    """Admin: post-LN with a learned per-dimension scale on each skip path. The paper initialises
+    ω from a profiling pass over the data; here ω starts at 1, where Admin equals post-LN."""
+    b = BlockBuilder("admin")
+    x = b.input()
+    skip_1 = b.node("skip_1", "scale", x, learnable="vector")
+    y = b.node("ln_1", "layernorm", b.node("add_1", "add", skip_1, b.node("attn", "attention", x)))
+    skip_2 = b.node("skip_2", "scale", y, learnable="vector")
+    b.output(b.node("ln_2", "layernorm", b.node("add_2", "add", skip_2, b.node("ffn", "ffn", y))))
+    return b.graph()
+
+
+@variant("rezero", aliases=("re-zero",),
+         equations=("y = x + α₁·Attn(x)", "out = y + α₂·FFN(y)", "α learned scalars, initialised to 0",
+                    "no norms"),
+         reference="Bachlechner et al. 2020, 'ReZero is All You Need'")
+def rezero() -> nx.DiGraph:
+    """ReZero: no norms at all; each branch is gated by a learned scalar that starts at 0, so the
+    model is the identity at initialisation."""
+    b = BlockBuilder("rezero")
+    x = b.input()
+    y = b.node("add_1", "add", x, b.node("alpha_1", "scale", b.node("attn", "attention", x),
+                                         value=0, learnable="scalar"))
+    b.output(b.node("add_2", "add", y, b.node("alpha_2", "scale", b.node("ffn", "ffn", y),
+                                              value=0, learnable="scalar")))
+    return b.graph()
+
+
+# Parallel blocks: attention and FFN read the same input.
+
+
+@variant("parallel", aliases=("gpt-j", "gptj", "palm", "parallel-1ln"),
+         equations=("h = LN(x)", "out = x + Attn(h) + FFN(h)", "final LN"),
+         reference="Wang & Komatsuzaki 2021 (GPT-J); Chowdhery et al. 2022 (PaLM)")
+def parallel() -> nx.DiGraph:
+    """Parallel block with one shared LayerNorm: attention and FFN run side by side."""
+    b = BlockBuilder("parallel", final_norm="layernorm")
+    x = b.input()
+    h = b.node("ln_1", "layernorm", x)
+    b.output(b.node("add", "add", x, b.node("attn", "attention", h), b.node("ffn", "ffn", h)))
+    return b.graph()
+
+
+@variant("parallel-2ln", aliases=("parallel2ln", "gpt-neox", "neox"),
+         equations=("out = x + Attn(LN₁(x)) + FFN(LN₂(x))", "final LN"),
+         reference="Black et al. 2022, 'GPT-NeoX-20B' (use_parallel_residual)")
+def parallel_2ln() -> nx.DiGraph:
+    """Parallel block with a LayerNorm for each branch (GPT-NeoX, Pythia)."""
+    b = BlockBuilder("parallel-2ln", final_norm="layernorm")
+    x = b.input()
+    attn = b.node("attn", "attention", b.node("ln_1", "layernorm", x))
+    ffn = b.node("ffn", "ffn", b.node("ln_2", "layernorm", x))
+    b.output(b.node("add", "add", x, attn, ffn))
+    return b.graph()
+
+
+@variant("bloom-residual", aliases=("bloomresidual", "post-ln-residual",
+                                    "apply-residual-connection-post-layernorm"),
+         equations=("h = LN(x); y = h + Attn(h)", "h' = LN(y); out = h' + FFN(h')", "final LN"),
+         reference="BigScience 2022, BLOOM (apply_residual_connection_post_layernorm = true)")
+def bloom_residual() -> nx.DiGraph:
+    """Residual taken after the norm: the skip path starts at LN(x), not x, so every path crosses
+    the block's norms as in post-LN."""
+    b = BlockBuilder("bloom-residual", final_norm="layernorm")
+    x = b.input()
+    h = b.node("ln_1", "layernorm", x)
+    y = b.node("add_1", "add", h, b.node("attn", "attention", h))
+    h2 = b.node("ln_2", "layernorm", y)
+    b.output(b.node("add_2", "add", h2, b.node("ffn", "ffn", h2)))
+    return b.graph()
+
+
+@variant("llama", aliases=("llama2", "llama3", "pre-rmsnorm"),
+         equations=("y = x + Attn_rope(RMSNorm(x))", "out = y + SwiGLU(RMSNorm(y))", "final RMSNorm"),
+         reference="Touvron et al. 2023, 'LLaMA'; Ainslie et al. 2023 (GQA); Su et al. 2021 (RoPE)")
+def llama() -> nx.DiGraph:
+    """LLaMA: pre-RMSNorm, rotary positions (no position table), SwiGLU FFN, no biases, untied
+    unembedding; grouped-query attention through the n_kv_heads dimension (--set n_kv_heads=...)."""
+    b = BlockBuilder("llama", final_norm="rmsnorm", positions="none", tied_embeddings=False)
+    x = b.input()
+    attn = b.node("attn", "attention", b.node("ln_1", "rmsnorm", x), bias=False, rotary=True)
+    y = b.node("add_1", "add", x, attn)
+    ffn = b.node("ffn", "ffn", b.node("ln_2", "rmsnorm", y), activation="silu", gated=True, bias=False)
+    b.output(b.node("add_2", "add", y, ffn))
     return b.graph()

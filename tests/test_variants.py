@@ -1,0 +1,92 @@
+"""The variant catalog: every variant checks out against its built model, and its path statistics
+match what the literature fixes."""
+
+import pytest
+import sympy as sp
+
+from blockalg import analyze
+from blockalg.check import check
+from blockalg.paths import a, f, n, path_stats
+from blockalg.symbols import n_layers as L
+from blockalg.variants import catalog, get
+
+NAMES = [v.name for v in catalog()]
+
+
+def test_the_catalog_is_broad():
+    assert len(NAMES) >= 14 and len(set(NAMES)) == len(NAMES)
+    assert all(v.reference and v.equations and v.build.__doc__ for v in catalog())
+
+
+@pytest.mark.parametrize("variant", NAMES)
+@pytest.mark.parametrize("preset,device", [("gpt2-small", "meta"), ("gpt2-xl", "meta"), ("tiny", "cpu")])
+def test_every_variant_passes_every_check(variant, preset, device):
+    failed = [c for c in check(variant, preset=preset, device=device) if not c.ok]
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("variant,T", [
+    ("parallel", 1 + n * a + n * f),  # GPT-J: one shared LN feeds both branches
+    ("parallel-2ln", 1 + n * a + n * f),
+    ("sandwich-ln", (1 + n**2 * a) * (1 + n**2 * f)),
+    ("peri-ln", (1 + n**2 * a) * (1 + n**2 * f)),
+    ("output-ln", (1 + n * a) * (1 + n * f)),
+    ("normformer", (1 + n**2 * a) * (1 + n**2 * f)),  # the d_ff-wide norm sits inside the FFN branch
+    ("deepnorm", n**2 * (1 + a) * (1 + f)),
+    ("admin", n**2 * (1 + a) * (1 + f)),
+    ("bloom-residual", n**2 * (1 + a) * (1 + f)),  # the residual starts after the norm
+    ("rezero", (1 + a) * (1 + f)),
+    ("llama", (1 + n * a) * (1 + n * f)),
+])
+def test_block_generating_functions(variant, T):
+    assert sp.expand(path_stats(get(variant)).block - T) == 0
+
+
+def test_parallel_has_3_to_the_L_paths_and_a_one_norm_shortest_path():
+    stats = path_stats(get("parallel"))
+    assert stats.expressions["count"] == 3**L
+    assert stats.at(24)["shortest"] == {"norms": 1, "sublayers": 0}
+
+
+@pytest.mark.parametrize("variant", ["post-ln", "deepnorm", "admin"])
+def test_post_ln_like_wirings_cross_2L_norms_on_every_path(variant):
+    stats = path_stats(get(variant))
+    assert stats.expressions["shortest.norms"] == stats.expressions["longest.norms"] == 2 * L
+
+
+def test_rezero_paths_cross_no_norm():
+    stats = path_stats(get("rezero"))
+    assert stats.expressions["longest.norms"] == 0 and stats.expressions["count"] == 4**L
+
+
+def test_deepnorm_skip_scale_enters_the_scaled_generating_function():
+    from blockalg.paths import block_polynomial
+
+    alpha = (2 * L) ** sp.Rational(1, 4)
+    expected = n**2 * (alpha + a) * (alpha + f)
+    assert sp.simplify(block_polynomial(get("deepnorm"), scaled=True) - expected) == 0
+
+
+def test_llama_params_by_hand():
+    # llama at tiny (d=64, h=4, d_ff=256, L=2, V=512), untied, no position table, no biases:
+    # per block 2·64 (norms) + 4·64² (attention) + 3·64·256 (SwiGLU); + 2·512·64 + 64 (final norm)
+    per_block = 2 * 64 + 4 * 64**2 + 3 * 64 * 256
+    assert analyze("llama", preset="tiny").values["params.total"] == 2 * per_block + 2 * 512 * 64 + 64
+
+
+def test_normformer_extra_parameters():
+    # per block vs pre-ln: one more LN (2d), the d_ff-wide LN (2·d_ff) and one scale per head
+    extra = analyze("normformer", preset="gpt2-small").values["params.per_block"] \
+        - analyze("pre-ln", preset="gpt2-small").values["params.per_block"]
+    assert extra == 2 * 768 + 2 * 3072 + 12
+
+
+def test_a_shape_mismatch_names_the_edge():
+    from blockalg import BlockalgError
+    from blockalg.graph import BlockBuilder
+
+    b = BlockBuilder("broken")
+    x = b.input()
+    b.output(b.node("add", "add", x, b.node("up", "ffn_up", x)))
+    with pytest.raises(BlockalgError, match="edge up → add: shape mismatch"):
+        b.graph()

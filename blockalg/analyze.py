@@ -22,7 +22,7 @@ from .presets import DEFAULT_PRESET, resolve_dims
 from .symbols import DIMENSIONS, n_layers, relations_holding_at
 from .variants import get
 
-PARAM_KEYS = ("total", "per_block", "attention", "ffn", "norm", "embedding")
+PARAM_KEYS = ("total", "active", "per_block", "attention", "ffn", "norm", "embedding")
 FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal")
 PATH_KEYS = ("count", "shortest.norms", "shortest.sublayers", "longest.norms", "longest.sublayers",
              "mean_sublayers", "mean_norms")

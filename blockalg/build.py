@@ -81,7 +81,7 @@ class GPT(nn.Module):
         b, s = idx.shape
         x = self.wte(idx)  # (b, s, d)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(s, device=idx.device))
+            x = x + self.wpe(torch.arange(s, device=idx.device) + self.wpe.offset)
         for block in self.blocks:
             x = block(x)
         if self.ln_f is not None:

@@ -51,12 +51,49 @@ def main():
     """Exact parameter counts, FLOPs and gradient paths of transformer block variants."""
 
 
-def dims_options(command):
-    """``--preset`` and ``--set``, shared by every command that works at concrete dimensions."""
-    command = click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
-                           help="Override one dimension, e.g. --set n_layers=48 (repeatable).")(command)
-    return click.option("--preset", default=DEFAULT_PRESET, show_default=True,
-                        type=click.Choice(preset_names()), help="Model shape to evaluate at.")(command)
+def hf_config_option(command):
+    """``--hf-config``: a Hugging Face config.json, analysed as one more variant at its own dims."""
+    return click.option("--hf-config", type=click.Path(dir_okay=False),
+                        help="A Hugging Face config.json: its model joins the variants, and its "
+                             "dimensions replace the preset's.")(command)
+
+
+def dims_options(command=None, *, default=DEFAULT_PRESET):
+    """``--preset``, ``--set`` and ``--hf-config``, shared by every command that works at concrete
+    dimensions."""
+    def decorate(command):
+        command = hf_config_option(command)
+        command = click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
+                               help="Override one dimension, e.g. --set n_layers=48 (repeatable).")(command)
+        return click.option("--preset", default=default, show_default=True,
+                            type=click.Choice(preset_names()), help="Model shape to evaluate at.")(command)
+    return decorate(command) if command else decorate
+
+
+def resolve_inputs(variants, preset, assignments, hf_config):
+    """The graphs to analyse, the dimensions and their label (the preset, or the config's type).
+
+    With ``--hf-config`` the config's model comes first and its dimensions are used for all; the
+    config fields blockalg does not model are listed on stderr.
+    """
+    from .variants import get
+
+    overrides = parse_assignments(assignments)
+    graphs = []
+    if hf_config:
+        from .hf import from_hf_config
+
+        model = from_hf_config(hf_config, **overrides)
+        for line in model.not_modeled:
+            click.echo(f"note: {hf_config}: not modelled: {line}", err=True)
+        graphs.append(model.graph)
+        dims, label = model.dims, f"hf:{model.model_type}"
+    else:
+        dims, label = resolve_dims(preset, overrides), preset
+    graphs += [get(name) for name in variants if name.lower() != "vs"]
+    if not graphs:
+        raise BlockalgError("no variant given (try: blockalg variants, or --hf-config PATH)")
+    return graphs, dims, label
 
 
 def device_option(command):
@@ -74,14 +111,6 @@ def progress(items, label: str):
     return click.progressbar(items, label=label, file=sys.stderr,
                              item_show_func=lambda item: "" if item is None else
                              item.graph.get("name", "") if hasattr(item, "graph") else str(item))
-
-
-def variant_names(names) -> list[str]:
-    """Drop a literal ``vs`` so ``compare pre-LN vs post-LN`` reads as it is said."""
-    names = [n for n in names if n.lower() != "vs"]
-    if not names:
-        raise BlockalgError("no variant given (try: blockalg variants)")
-    return names
 
 
 @main.command("variants")
@@ -102,22 +131,22 @@ def variants_command(fmt):
 
 
 @main.command("show")
-@click.argument("variant")
+@click.argument("variant", required=False)
+@hf_config_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid", "dot"]),
               default="text", show_default=True, help="Output format.")
-def show_command(variant, fmt):
-    """Print the block graph of VARIANT (a catalog name or a .json graph file)."""
+def show_command(variant, hf_config, fmt):
+    """Print the block graph of VARIANT (a catalog name or a .json graph file) or --hf-config."""
     from .graph import to_json
-    from .variants import get
 
-    graph = get(variant)
+    graph = resolve_inputs([variant] if variant else [], DEFAULT_PRESET, (), hf_config)[0][0]
     writers = {"text": graph_to_text, "json": to_json, "mermaid": graph_to_mermaid,
                "dot": graph_to_dot}
     click.echo(writers[fmt](graph).rstrip("\n"))
 
 
 @main.command("compare")
-@click.argument("variants", nargs=-1, required=True)
+@click.argument("variants", nargs=-1)
 @dims_options
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
               show_default=True, help="Output format.")
@@ -125,7 +154,7 @@ def show_command(variant, fmt):
 @click.option("--check", "run_checks", is_flag=True,
               help="Also build each model and show the measured numbers (imports torch).")
 @device_option
-def compare_command(variants, preset, assignments, fmt, symbolic, run_checks, device):
+def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run_checks, device):
     """Compare VARIANTS side by side (names or .json graph files; 'vs' between them is allowed).
 
     Counts are whole-model figures; FLOPs are per sequence of seq_len tokens at batch 1, with the
@@ -133,8 +162,8 @@ def compare_command(variants, preset, assignments, fmt, symbolic, run_checks, de
     """
     from .analyze import compare, quantity_keys
 
-    dims = resolve_dims(preset, parse_assignments(assignments))
-    comparison = compare(variant_names(variants), preset=preset, dims=dims)
+    graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
+    comparison = compare(graphs, preset=label, dims=dims)
     results = comparison.analyses
     checks = [_run_checks(r.graph, dims, device) for r in results] if run_checks else None
     if fmt == "json":
@@ -151,20 +180,17 @@ def compare_command(variants, preset, assignments, fmt, symbolic, run_checks, de
 
 
 @main.command("check")
-@click.argument("variants", nargs=-1, required=True)
+@click.argument("variants", nargs=-1)
 @dims_options
 @device_option
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
               show_default=True, help="Output format.")
-def check_command(variants, preset, assignments, device, fmt):
+def check_command(variants, preset, assignments, hf_config, device, fmt):
     """Build each of VARIANTS as a torch model and check every number against the prediction.
 
     Prints predicted, measured and pass/fail per check; exits 1 if any check fails.
     """
-    from .variants import get
-
-    dims = resolve_dims(preset, parse_assignments(assignments))
-    graphs = [get(name) for name in variant_names(variants)]
+    graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
     with progress(graphs, "checking") as bar:
         checks = [_run_checks(graph, dims, device) for graph in bar]
     if fmt == "json":
@@ -184,16 +210,17 @@ DETAIL_MAX_LAYERS = 48
 
 
 @main.command("paths")
-@click.argument("variants", nargs=-1, required=True)
+@click.argument("variants", nargs=-1)
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True, type=click.Choice(preset_names()),
               help="Take the number of layers from this preset.")
 @click.option("--layers", type=click.IntRange(min=1), help="Number of layers (overrides --preset).")
+@hf_config_option
 @click.option("--detail/--no-detail", default=None,
               help="Per-layer shortest paths and the full distributions "
                    f"(default: on up to {DETAIL_MAX_LAYERS} layers).")
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
               show_default=True, help="Output format.")
-def paths_command(variants, preset, layers, detail, fmt):
+def paths_command(variants, preset, layers, hf_config, detail, fmt):
     """Gradient-path statistics of VARIANTS: closed forms in L and exact values.
 
     A path runs from the embedding output to the unembedding input; its length is counted in
@@ -201,11 +228,10 @@ def paths_command(variants, preset, layers, detail, fmt):
     as fast as a 12-layer one.
     """
     from .paths import path_stats
-    from .variants import get
 
-    layers = layers or resolve_dims(preset)["n_layers"]
+    graphs, dims, _ = resolve_inputs(variants, preset, (), hf_config)
+    layers = layers or dims["n_layers"]
     detail = layers <= DETAIL_MAX_LAYERS if detail is None else detail
-    graphs = [get(name) for name in variant_names(variants)]
     stats = [path_stats(g) for g in graphs]
     if fmt == "json":
         entries = []
@@ -235,11 +261,8 @@ def paths_command(variants, preset, layers, detail, fmt):
 
 
 @main.command("gradients")
-@click.argument("variants", nargs=-1, required=True)
-@click.option("--preset", default="tiny-deep", show_default=True, type=click.Choice(preset_names()),
-              help="Model shape (small: this runs real tensors).")
-@click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
-              help="Override one dimension (repeatable).")
+@click.argument("variants", nargs=-1)
+@dims_options(default="tiny-deep")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Number of initialisations to average over.")
@@ -251,7 +274,7 @@ def paths_command(variants, preset, layers, detail, fmt):
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save a figure (PNG/SVG/PDF).")
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
               show_default=True, help="Output format.")
-def gradients_command(variants, preset, assignments, device, seeds, batch, init_std,
+def gradients_command(variants, preset, assignments, hf_config, device, seeds, batch, init_std,
                       residual_scaling, plot, fmt):
     """Per-layer gradient norms at initialisation (Xiong et al. 2020, Fig. 3).
 
@@ -259,13 +282,12 @@ def gradients_command(variants, preset, assignments, device, seeds, batch, init_
     What this run measures is printed as measured.
     """
     from .gradients import HEADLINE, gradient_norms, plot_gradient_norms
-    from .variants import get
 
-    dims = resolve_dims(preset, parse_assignments(assignments))
-    with progress(variant_names(variants), "measuring") as bar:
-        results = [gradient_norms(get(name), dims, seeds=tuple(range(seeds)), batch=batch,
+    graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
+    with progress(graphs, "measuring") as bar:
+        results = [gradient_norms(graph, dims, seeds=tuple(range(seeds)), batch=batch,
                                   device=device, init_std=init_std, residual_scaling=residual_scaling)
-                   for name in bar]
+                   for graph in bar]
     if plot:
         plot_gradient_norms(results, plot)
         click.echo(f"wrote {plot}", err=True)
@@ -293,24 +315,26 @@ THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}
 
 
 @main.command("report")
-@click.argument("variants", nargs=-1, required=True)
+@click.argument("variants", nargs=-1)
 @click.option("--preset", "presets", multiple=True, type=click.Choice(preset_names()),
               help=f"Preset to report at (repeatable; default {DEFAULT_PRESET}).")
 @click.option("--out", type=click.Path(file_okay=False), default="reports/blockalg",
               show_default=True, help="Folder to write (replaced as a whole, atomically).")
+@hf_config_option
 @click.option("--empirical", is_flag=True, help="Also measure gradient norms at init (torch).")
 @click.option("--thousands", type=click.Choice(list(THOUSANDS)), default="comma", show_default=True,
               help="Thousands separator in the LaTeX tables.")
 @click.option("--check", "check_only", is_flag=True,
               help="Write nothing; exit 1 if the text files on disk differ from what would be written.")
-def report_command(variants, presets, out, empirical, thousands, check_only):
+def report_command(variants, presets, out, hf_config, empirical, thousands, check_only):
     """Write a self-contained report folder on VARIANTS: Markdown, LaTeX, CSV, JSON and figures."""
     from .report import variant_report
-    from .variants import get
 
-    graphs = [get(name) for name in variant_names(variants)]
-    folder = variant_report(graphs, presets or (DEFAULT_PRESET,), empirical=empirical,
-                            thousands=THOUSANDS[thousands])
+    shapes = []
+    for preset in presets or (DEFAULT_PRESET,):
+        graphs, dims, label = resolve_inputs(variants, preset, (), hf_config)
+        shapes.append((label, dims))
+    folder = variant_report(graphs, dict(shapes), empirical=empirical, thousands=THOUSANDS[thousands])
     if check_only:
         return _report_drift(folder, out)
     folder.write(out)

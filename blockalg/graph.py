@@ -12,7 +12,8 @@ The model around the block is described by graph attributes:
   the last block;
 * ``positions``: ``"learned"`` (a position table, as GPT-2) or ``"none"``;
 * ``tied_embeddings``: whether the unembedding reuses the token table;
-* ``init``: the initialisation scheme the torch model uses.
+* ``init``: the initialisation scheme the torch model uses;
+* ``position_offset``: extra rows of the position table (OPT keeps 2).
 
 A model is token (+ position) embedding → ``n_layers`` copies of the block → final norm →
 unembedding. Analyses work on one block and multiply by the symbol ``n_layers``.
@@ -43,7 +44,7 @@ from .ops import INPUT, NORM, OUTPUT, OpKind, get_op
 from .symbols import n_layers
 
 MODEL_DEFAULTS = {"final_norm": None, "positions": "learned", "tied_embeddings": True,
-                  "init": "gpt2"}
+                  "init": "gpt2", "position_offset": 0}
 POSITIONS = ("learned", "none")
 INIT_SCHEMES = ("gpt2", "deepnorm")  # implemented in blockalg.nn.INITS
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -216,6 +217,9 @@ def _check_model_attributes(graph) -> None:
         _check_attributes(f"final_norm ({op.name})", op, attrs)
     if graph.graph.get("positions", "learned") not in POSITIONS:
         raise BlockalgError(f"positions = {graph.graph['positions']!r} is not one of {list(POSITIONS)}")
+    offset = graph.graph.get("position_offset", 0)
+    if type(offset) is not int or offset < 0:
+        raise BlockalgError(f"position_offset = {offset!r} must be a non-negative integer")
     if not isinstance(graph.graph.get("tied_embeddings", True), bool):
         raise BlockalgError("tied_embeddings must be true or false")
     if graph.graph.get("init", "gpt2") not in INIT_SCHEMES:
@@ -280,7 +284,9 @@ def model_nodes(graph) -> list[ModelNode]:
     one = sp.Integer(1)
     nodes = [ModelNode("wte", get_op("token_embedding"), {}, 0, one)]
     if graph.graph.get("positions", "learned") == "learned":
-        nodes.append(ModelNode("wpe", get_op("position_embedding"), {}, 0, one))
+        positions = get_op("position_embedding")
+        offset = {"offset": graph.graph.get("position_offset", 0)}
+        nodes.append(ModelNode("wpe", positions, positions.with_defaults(offset), 0, one))
     for node in nx.topological_sort(graph):
         op, attrs = node_op(graph, node)
         nodes.append(ModelNode(f"block.{node}", op, attrs, graph.in_degree(node), n_layers))

@@ -142,6 +142,57 @@ class FFN(FFNUp):
         return self.proj(super().forward(x))
 
 
+class MoE(nn.Module):
+    """Top-k mixture of experts over SwiGLU (or plain) FFN experts, weights stacked per expert.
+
+    On real tensors each expert runs on the tokens routed to it (a loop over experts). On the
+    meta device, where routing has no values, each token's k expert weights are gathered and
+    applied with one batched product: the same arithmetic, with static shapes, so FLOPs can be
+    counted at any size.
+    """
+
+    kind = "moe"
+
+    def __init__(self, dims, activation: str = "silu", gated: bool = True):
+        super().__init__()
+        d, hidden, experts = dims["d_model"], dims["d_ff"], dims["n_experts"]
+        self.top_k = dims["top_k"]
+        self.router = nn.Linear(d, experts, bias=False)
+        self.experts_fc = nn.Parameter(torch.empty(experts, hidden, d))
+        self.experts_gate = nn.Parameter(torch.empty(experts, hidden, d)) if gated else None
+        self.experts_proj = nn.Parameter(torch.empty(experts, d, hidden))
+        self.act = _ACTIVATIONS[activation]
+
+    def expert_weights(self):
+        return [w for w in (self.experts_fc, self.experts_gate, self.experts_proj) if w is not None]
+
+    def _expert(self, x, fc, gate, proj):
+        h = x @ fc.transpose(-1, -2)
+        h = self.act(x @ gate.transpose(-1, -2)) * h if gate is not None else self.act(h)
+        return h @ proj.transpose(-1, -2)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        tokens = x.reshape(-1, d)  # (T, d)
+        weights, chosen = self.router(tokens).softmax(dim=-1).topk(self.top_k, dim=-1)  # (T, k)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        if tokens.device.type == "meta":
+            flat = chosen.reshape(-1)  # (T·k,)
+            picked = [w[flat] if w is not None else None
+                      for w in (self.experts_fc, self.experts_gate, self.experts_proj)]
+            rows = tokens.repeat_interleave(self.top_k, dim=0).unsqueeze(1)  # (T·k, 1, d)
+            out = self._expert(rows, *picked).view(-1, self.top_k, d)  # (T, k, d)
+            return (out * weights.unsqueeze(-1)).sum(dim=1).view(b, s, d)
+        out = torch.zeros_like(tokens)
+        for e in range(self.experts_fc.shape[0]):
+            token_idx, slot = torch.where(chosen == e)
+            if token_idx.numel():
+                gate = self.experts_gate[e] if self.experts_gate is not None else None
+                y = self._expert(tokens[token_idx], self.experts_fc[e], gate, self.experts_proj[e])
+                out = out.index_add(0, token_idx, y * weights[token_idx, slot].unsqueeze(-1))
+        return out.view(b, s, d)
+
+
 class Scale(nn.Module):
     """Multiply by a constant, or by a learned scalar / per-dimension vector initialised to it."""
 
@@ -208,6 +259,10 @@ def gpt2_init_(module: nn.Module, n_layers: int, std: float = 0.02,
                 nn.init.zeros_(sub.bias)
         elif isinstance(sub, nn.Embedding):
             nn.init.normal_(sub.weight, mean=0.0, std=std)
+        elif isinstance(sub, MoE):
+            for w in sub.expert_weights():
+                scale = 1 / math.sqrt(2 * n_layers) if residual_scaling and w is sub.experts_proj else 1
+                nn.init.normal_(w, mean=0.0, std=std * scale)
 
 
 def deepnorm_init_(module: nn.Module, n_layers: int, std: float = 0.02,

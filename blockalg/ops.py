@@ -36,7 +36,18 @@ from collections.abc import Mapping
 import sympy as sp
 
 from .errors import BlockalgError
-from .symbols import d_ff, d_head, d_model, n_ctx, n_heads, n_kv_heads, seq_len, vocab
+from .symbols import (
+    d_ff,
+    d_head,
+    d_model,
+    n_ctx,
+    n_experts,
+    n_heads,
+    n_kv_heads,
+    seq_len,
+    top_k,
+    vocab,
+)
 
 # Roles in gradient paths.
 INPUT, OUTPUT, NORM, ATTENTION, FFN, IDENTITY, EMBEDDING = (
@@ -75,6 +86,10 @@ class OpKind:
     def params(self, attrs: Mapping) -> dict[str, sp.Expr]:
         """Parameter count per leaf tensor, keyed as the torch module names the tensor."""
         return {}
+
+    def active_params(self, attrs: Mapping) -> sp.Expr:
+        """Parameters used for one token (all of them, except in a mixture of experts)."""
+        return sum(self.params(attrs).values(), sp.Integer(0))
 
     def in_width(self, attrs: Mapping) -> sp.Expr:
         """Width of each input (the residual stream, unless the op sits inside a sublayer)."""
@@ -426,6 +441,49 @@ class FFNOp(OpKind):
         return _nn().FFN(dims, **attrs)
 
 
+@register
+class MoEOp(OpKind):
+    """Top-k mixture-of-experts FFN (Shazeer et al. 2017; Mixtral, Jiang et al. 2024): a router
+    (d → n_experts, no bias) sends each token to its ``top_k`` experts, each an FFN of width d_ff
+    (SwiGLU by default, no biases), and sums their outputs with the renormalised router weights.
+
+    Leaves: ``router.weight`` and the experts' stacked weights ``experts_fc``, ``experts_gate``,
+    ``experts_proj`` (n_experts × ...). Parameters count every expert; :meth:`active_params` and
+    the FLOPs count what one token uses: the router and ``top_k`` experts.
+    """
+
+    name, role, component = "moe", FFN, "ffn"
+    attributes = {"activation": ("silu", tuple(ACTIVATION_FLOPS)), "gated": (True, bool)}
+
+    @staticmethod
+    def _expert(attrs):
+        return get_op("ffn"), {**attrs, "bias": False}
+
+    def params(self, attrs):
+        ffn, expert = self._expert(attrs)
+        leaves = {"router.weight": d_model * n_experts}
+        for leaf, count in ffn.params(expert).items():
+            leaves[f"experts_{leaf.removesuffix('.weight')}"] = n_experts * count
+        return leaves
+
+    def active_params(self, attrs):
+        ffn, expert = self._expert(attrs)
+        return d_model * n_experts + top_k * ffn.active_params(expert)
+
+    def forward_matmul(self, attrs, n_inputs):
+        ffn, expert = self._expert(attrs)
+        return matmul_flops(seq_len, d_model, n_experts) + top_k * ffn.forward_matmul(expert, 1)
+
+    def forward_other(self, attrs, n_inputs):
+        ffn, expert = self._expert(attrs)
+        router = SOFTMAX_FLOPS * seq_len * n_experts + seq_len * top_k  # softmax, renormalise
+        combine = seq_len * top_k * d_model + seq_len * (top_k - 1) * d_model  # weight, sum
+        return router + top_k * ffn.forward_other(expert, 1) + combine
+
+    def module(self, attrs, dims):
+        return _nn().MoE(dims, **attrs)
+
+
 # ---------------------------------------------------------------------------------------------
 # Model-level ops: the embedding side and the unembedding (not allowed inside a block).
 
@@ -445,19 +503,23 @@ class TokenEmbedding(OpKind):
 
 @register
 class PositionEmbedding(OpKind):
-    """Learned absolute positions (GPT-2): an n_ctx×d table, added to the token embedding."""
+    """Learned absolute positions (GPT-2): an (n_ctx + offset)×d table, added to the token
+    embedding; ``offset`` rows are reserved (OPT starts its positions at 2)."""
 
     name, role, component, arity, in_block = (
         "position_embedding", EMBEDDING, "embedding", (0, 0), False)
+    attributes = {"offset": (0, int)}
 
     def params(self, attrs):
-        return {"weight": n_ctx * d_model}
+        return {"weight": (n_ctx + attrs["offset"]) * d_model}
 
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model  # the add onto the token embedding
 
     def module(self, attrs, dims):
-        return _nn().Embedding(dims["n_ctx"], dims["d_model"])
+        table = _nn().Embedding(dims["n_ctx"] + attrs["offset"], dims["d_model"])
+        table.offset = attrs["offset"]
+        return table
 
 
 @register

@@ -31,36 +31,41 @@ PRESETS: dict[str, dict[str, int]] = {
     "gpt3-175b": dict(d_model=12288, n_heads=96, n_layers=96, n_ctx=2048, vocab=50257, d_ff=49152),
 }
 
-#: Dimensions an analysis may be given; n_experts and top_k belong to variants not built yet.
-SETTABLE = tuple(name for name in DIMENSIONS if name not in ("n_experts", "top_k"))
+#: Dimensions an analysis may be given.
+SETTABLE = tuple(DIMENSIONS)
 
 
 def preset_names() -> list[str]:
     return list(PRESETS)
 
 
-def resolve_dims(preset: str = DEFAULT_PRESET, overrides: Mapping[str, int] | None = None) -> dict:
-    """The full, checked dimension set of ``preset`` with ``overrides`` applied."""
-    if preset not in PRESETS:
+def resolve_dims(preset=DEFAULT_PRESET, overrides: Mapping[str, int] | None = None) -> dict:
+    """The full, checked dimension set of ``preset`` (a name, or a dict of dimensions) with
+    ``overrides`` applied; missing dimensions take their derived defaults."""
+    if isinstance(preset, Mapping):
+        base = dict(preset)
+    elif preset in PRESETS:
+        base = PRESETS[preset]
+    else:
         raise BlockalgError(f"unknown preset '{preset}' (known: {', '.join(PRESETS)})")
     overrides = dict(overrides or {})
-    for name in overrides:
+    for name in [*base, *overrides]:
         if name not in SETTABLE:
             raise BlockalgError(f"unknown dimension '{name}' (known: {', '.join(SETTABLE)})")
-    dims = {**PRESETS[preset], **{k: v for k, v in overrides.items() if k in PRESETS[preset]}}
-    for name, value in dims.items():
+    given = {**base, **overrides}
+    for name, value in given.items():
         _check_positive(name, value)
-    if "d_head" not in overrides and dims["d_model"] % dims["n_heads"]:
-        raise BlockalgError(f"d_model = {dims['d_model']} is not divisible by "
-                            f"n_heads = {dims['n_heads']}")
-    derived = {"d_head": dims["d_model"] // dims["n_heads"], "n_kv_heads": dims["n_heads"],
-               "seq_len": dims["n_ctx"], "batch": 1}
-    dims = {**dims, **derived, **overrides}
-    for name, value in dims.items():
-        _check_positive(name, value)
+    if "d_head" not in given and given["d_model"] % given["n_heads"]:
+        raise BlockalgError(f"d_model = {given['d_model']} is not divisible by "
+                            f"n_heads = {given['n_heads']}")
+    derived = {"d_head": given["d_model"] // given["n_heads"], "n_kv_heads": given["n_heads"],
+               "seq_len": given["n_ctx"], "batch": 1, "n_experts": 8, "top_k": 2}
+    dims = {**derived, **given}
     if dims["n_heads"] % dims["n_kv_heads"]:
         raise BlockalgError(f"n_heads = {dims['n_heads']} is not a multiple of "
                             f"n_kv_heads = {dims['n_kv_heads']}")
+    if dims["top_k"] > dims["n_experts"]:
+        raise BlockalgError(f"top_k = {dims['top_k']} exceeds n_experts = {dims['n_experts']}")
     if dims["seq_len"] > dims["n_ctx"]:
         raise BlockalgError(f"seq_len = {dims['seq_len']} exceeds the context n_ctx = {dims['n_ctx']}")
     return {name: dims[name] for name in DIMENSIONS if name in dims}

@@ -105,9 +105,10 @@ def latex_math(expr) -> str:
 # The folder of `blockalg report`.
 
 
-def variant_report(graphs, presets, *, empirical: bool = False, thousands: str = ",",
+def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = ",",
                    seq_lens=(128, 256, 512, 1024, 2048, 4096, 8192)) -> ReportFolder:
-    """Everything blockalg says about ``graphs``, at each preset in ``presets``."""
+    """Everything blockalg says about ``graphs``, at each shape of ``shapes`` (label → dims, or
+    preset names)."""
     from . import plots
     from .analyze import analyze, quantity_keys
     from .presets import resolve_dims
@@ -120,8 +121,8 @@ def variant_report(graphs, presets, *, empirical: bool = False, thousands: str =
           "are for one sequence of seq_len tokens at batch 1, unembedding included, attention at "
           "the dense s×s cost (see the README's conventions).", ""]
     data = {"variants": names, "presets": {}}
-    for preset in presets:
-        dims = resolve_dims(preset)
+    shapes = shapes if isinstance(shapes, dict) else {p: resolve_dims(p) for p in shapes}
+    for preset, dims in shapes.items():
         analyses = [analyze(g, preset=preset, dims=dims) for g in graphs]
         data["presets"][preset] = {"dims": dims, "variants": [a.to_dict() for a in analyses]}
         md += [f"## {preset}", "", ", ".join(f"{k} = {v}" for k, v in dims.items()), ""]

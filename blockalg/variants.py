@@ -322,3 +322,18 @@ def llama() -> nx.DiGraph:
     ffn = b.node("ffn", "ffn", b.node("ln_2", "rmsnorm", y), activation="silu", gated=True, bias=False)
     b.output(b.node("add_2", "add", y, ffn))
     return b.graph()
+
+
+@variant("moe", aliases=("mixtral", "mixture-of-experts", "sparse-moe"),
+         equations=("y = x + Attn_rope(RMSNorm(x))", "out = y + Σ_top-k g_e(y)·SwiGLU_e(RMSNorm(y))",
+                    "final RMSNorm"),
+         reference="Shazeer et al. 2017 (sparsely-gated MoE); Jiang et al. 2024, 'Mixtral of Experts'")
+def moe() -> nx.DiGraph:
+    """Mixture of experts in the LLaMA layout (Mixtral): the FFN is n_experts SwiGLU experts, top_k
+    per token. params.total counts every expert, params.active and the FLOPs what a token uses."""
+    b = BlockBuilder("moe", final_norm="rmsnorm", positions="none", tied_embeddings=False)
+    x = b.input()
+    attn = b.node("attn", "attention", b.node("ln_1", "rmsnorm", x), bias=False, rotary=True)
+    y = b.node("add_1", "add", x, attn)
+    b.output(b.node("add_2", "add", y, b.node("moe", "moe", b.node("ln_2", "rmsnorm", y))))
+    return b.graph()

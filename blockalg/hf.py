@@ -1,0 +1,294 @@
+"""Real models from their Hugging Face ``config.json``: the block graph and the dimensions.
+
+:func:`from_hf_config` reads a config (a path, a dict, or a ``transformers`` config object; no
+weights, no network) and returns an :class:`HFModel`: the graph built with the same
+:class:`~blockalg.graph.BlockBuilder` as the catalog, the dimensions, and the config fields that
+change the computation but that blockalg does not model (so a reader knows what the numbers
+leave out). Tests build each architecture with ``transformers`` on the meta device and compare
+parameter counts and matmul FLOPs exactly. A ``config.json`` saved by ``transformers`` omits the
+fields left at their defaults; the readers below use the same defaults.
+
+>>> m = from_hf_config({"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12,
+...                     "n_positions": 1024, "vocab_size": 50257})
+>>> m.graph.graph["name"], m.dims["d_ff"]
+('gpt2', 3072)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+
+from .errors import BlockalgError
+from .graph import BlockBuilder
+from .presets import resolve_dims
+
+
+@dataclass
+class HFModel:
+    """A model read from a config: its block graph, its dimensions, what was left out."""
+
+    model_type: str
+    graph: nx.DiGraph
+    dims: dict
+    not_modeled: list[str] = field(default_factory=list)
+
+
+#: Fields that never change parameter counts or FLOPs (ids, dtypes, dropout, eps, init...).
+IRRELEVANT = {
+    "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "bos_token_id",
+    "eos_token_id", "pad_token_id", "initializer_range", "use_cache", "layer_norm_eps",
+    "layer_norm_epsilon", "rms_norm_eps", "attention_dropout", "hidden_dropout", "dropout",
+    "attn_pdrop", "embd_pdrop", "resid_pdrop", "summary_activation", "summary_first_dropout",
+    "summary_proj_to_labels", "summary_type", "summary_use_proj", "task_specific_params",
+    "scale_attn_weights", "reorder_and_upcast_attn", "scale_attn_by_inverse_layer_idx", "id2label",
+    "label2id", "_name_or_path", "tokenizer_class", "prefix", "return_dict", "output_attentions",
+    "output_hidden_states", "classifier_dropout", "attention_probs_dropout_prob",
+    "hidden_dropout_prob", "activation_dropout", "layerdrop", "init_std", "output_router_logits",
+    "router_aux_loss_coef", "router_jitter_noise", "pretraining_tp", "max_window_layers",
+    "use_sliding_window", "attn_implementation", "_attn_implementation", "is_decoder",
+    "bias_dropout_add_fusion", "tie_word_embeddings", "rope_theta", "rope_parameters",
+    "partial_rotary_factor", "head_dim", "use_return_dict", "problem_type", "is_encoder_decoder",
+    "chunk_size_feed_forward", "num_labels", "keys_to_ignore_at_inference",
+}
+
+_ARCHITECTURES: dict[str, Callable] = {}
+
+
+def architecture(*model_types: str):
+    """Decorator registering the builder of one or more ``model_type`` values."""
+    def register(build):
+        for model_type in model_types:
+            _ARCHITECTURES[model_type] = build
+        return build
+    return register
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_ARCHITECTURES)
+
+
+def from_hf_config(config, **overrides) -> HFModel:
+    """The block graph and dimensions of a Hugging Face config (path, dict or config object)."""
+    cfg = _as_dict(config)
+    model_type = cfg.get("model_type")
+    if model_type not in _ARCHITECTURES:
+        raise BlockalgError(f"model_type {model_type!r} is not supported "
+                            f"(supported: {', '.join(supported_model_types())})")
+    reader = _Reader(cfg)
+    graph, base = _ARCHITECTURES[model_type](reader)
+    graph.graph["name"] = cfg.get("_name_or_path") or model_type
+    try:
+        dims = resolve_dims(base, overrides)
+    except BlockalgError as e:
+        raise BlockalgError(f"{model_type} config: {e}") from None
+    return HFModel(model_type, graph, dims, reader.not_modeled())
+
+
+def _as_dict(config) -> dict:
+    if isinstance(config, dict):
+        return dict(config)
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    path = Path(config)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise BlockalgError(f"{path}: cannot read ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise BlockalgError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise BlockalgError(f"{path}: a config.json holds an object")
+    return data
+
+
+class _Reader:
+    """Reads config fields, remembering which ones were used."""
+
+    def __init__(self, cfg: dict):
+        self.cfg, self.used, self.ignored = cfg, set(), {}
+
+    def __call__(self, *names, default=...):
+        """The first of ``names`` present (aliases across model types), else ``default``."""
+        for name in names:
+            if name in self.cfg and self.cfg[name] is not None:
+                self.used.add(name)
+                return self.cfg[name]
+        if default is ...:
+            raise BlockalgError(f"config has no '{names[0]}'")
+        return default
+
+    def note(self, name: str, why: str) -> None:
+        """A field present in the config whose effect blockalg does not model."""
+        if self.cfg.get(name) not in (None, False):
+            self.ignored[name] = why
+
+    def require(self, condition: bool, message: str) -> None:
+        if not condition:
+            raise BlockalgError(f"{self.cfg.get('model_type')} config: {message} is not modelled")
+
+    def not_modeled(self) -> list[str]:
+        unknown = sorted(k for k, v in self.cfg.items() if k not in self.used and k not in IRRELEVANT
+                         and k not in self.ignored and not k.startswith("_")
+                         and v is not None and v is not False)
+        return [f"{k}: {why}" for k, why in sorted(self.ignored.items())] + \
+            [f"{k}: not read by blockalg" for k in unknown]
+
+
+def _dims(r: _Reader, *, d_model, n_heads, n_layers, n_ctx, d_ff, n_kv_heads=None, d_head=None,
+          **extra) -> dict:
+    dims = {"d_model": d_model, "n_heads": n_heads, "n_layers": n_layers, "n_ctx": n_ctx,
+            "vocab": r("vocab_size"), "d_ff": d_ff, **extra}
+    if n_kv_heads is not None:
+        dims["n_kv_heads"] = n_kv_heads
+    if d_head is not None:
+        dims["d_head"] = d_head
+    return dims
+
+
+def _pre_norm_block(b: BlockBuilder, norm: str, attn_attrs: dict, ffn: tuple[str, dict],
+                    norm_attrs: dict | None = None, parallel: int = 0, post_norms: bool = False):
+    """The decoder blocks of most HF models: pre-norm sequential, or parallel with ``parallel``
+    (1 or 2) input norms; ``post_norms`` adds a norm on each branch output (Gemma 2)."""
+    norm_attrs = norm_attrs or {}
+    x = b.input()
+    ffn_op, ffn_attrs = ffn
+    if parallel:
+        h1 = b.node("ln_1", norm, x, **norm_attrs)
+        h2 = h1 if parallel == 1 else b.node("ln_2", norm, x, **norm_attrs)
+        b.output(b.node("add", "add", x, b.node("attn", "attention", h1, **attn_attrs),
+                        b.node("ffn", ffn_op, h2, **ffn_attrs)))
+        return
+    attn = b.node("attn", "attention", b.node("ln_1", norm, x, **norm_attrs), **attn_attrs)
+    if post_norms:
+        attn = b.node("ln_1_post", norm, attn, **norm_attrs)
+    y = b.node("add_1", "add", x, attn)
+    ffn = b.node("ffn", ffn_op, b.node("ln_2", norm, y, **norm_attrs), **ffn_attrs)
+    if post_norms:
+        ffn = b.node("ln_2_post", norm, ffn, **norm_attrs)
+    b.output(b.node("add_2", "add", y, ffn))
+
+
+_ACT = {"gelu": "gelu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu",
+        "relu": "relu", "silu": "silu", "swish": "silu"}
+
+
+def _activation(r: _Reader, *names, default) -> str:
+    act = r(*names, default=default)
+    if act not in _ACT:
+        raise BlockalgError(f"activation {act!r} is not modelled (known: {', '.join(_ACT)})")
+    return _ACT[act]
+
+
+@architecture("gpt2")
+def _gpt2(r: _Reader):
+    r.require(not r("add_cross_attention", default=False), "add_cross_attention")
+    d = r("n_embd", "hidden_size")
+    b = BlockBuilder("gpt2", final_norm="layernorm", tied_embeddings=r("tie_word_embeddings", default=True))
+    _pre_norm_block(b, "layernorm", {}, ("ffn", {"activation": _activation(r, "activation_function", default="gelu_new")}))
+    return b.graph(), _dims(r, d_model=d, n_heads=r("n_head"), n_layers=r("n_layer"),
+                            n_ctx=r("n_positions"), d_ff=r("n_inner", default=None) or 4 * d)
+
+
+@architecture("gpt_neox")
+def _gpt_neox(r: _Reader):
+    r.note("rotary_pct", "partial rotary: blockalg rotates all of d_head (no parameters, no matmul)")
+    bias = r("attention_bias", default=True)
+    b = BlockBuilder("gpt_neox", final_norm="layernorm", positions="none",
+                     tied_embeddings=r("tie_word_embeddings", default=False))
+    _pre_norm_block(b, "layernorm", {"bias": bias, "rotary": True},
+                    ("ffn", {"activation": _activation(r, "hidden_act", default="gelu")}),
+                    parallel=2 if r("use_parallel_residual", default=True) else 0)
+    return b.graph(), _dims(r, d_model=r("hidden_size"), n_heads=r("num_attention_heads"),
+                            n_layers=r("num_hidden_layers"), n_ctx=r("max_position_embeddings"),
+                            d_ff=r("intermediate_size"))
+
+
+@architecture("llama", "mistral", "qwen2", "mixtral", "olmo2", "gemma2")
+def _llama_family(r: _Reader):
+    """LLaMA and its descendants: pre-RMSNorm, rotary, gated FFN, GQA, untied unless said."""
+    model_type = r.cfg["model_type"]
+    for name in ("rope_scaling", "sliding_window", "layer_types", "attn_logit_softcapping",
+                 "final_logit_softcapping", "query_pre_attn_scalar", "cache_implementation"):
+        r.note(name, "changes values or masks, not parameter counts or dense matmul FLOPs")
+    if model_type == "gemma2":
+        r.note("hidden_activation", "gelu_pytorch_tanh: counted as gelu")
+    attn_bias = r("attention_bias", default=False)
+    attn = {"bias": attn_bias, "rotary": True}
+    if model_type == "qwen2":
+        attn.update(bias=True, proj_bias=False)  # Qwen2: biases on q, k, v only
+    if model_type == "olmo2":
+        attn["qk_norm"] = "rmsnorm"
+    act = _activation(r, "hidden_act", "hidden_activation",
+                      default="gelu_pytorch_tanh" if model_type == "gemma2" else "silu")
+    ffn = ("moe", {"activation": act}) if model_type == "mixtral" else \
+        ("ffn", {"activation": act, "gated": True, "bias": r("mlp_bias", default=False)})
+    tied = r("tie_word_embeddings", default=model_type == "gemma2")
+    b = BlockBuilder(model_type, final_norm="rmsnorm", positions="none", tied_embeddings=tied)
+    if model_type == "olmo2":  # norms on the branch outputs only
+        x = b.input()
+        y = b.node("add_1", "add", x, b.node("ln_1", "rmsnorm", b.node("attn", "attention", x, **attn)))
+        ffn_node = b.node("ffn", ffn[0], y, **ffn[1])
+        b.output(b.node("add_2", "add", y, b.node("ln_2", "rmsnorm", ffn_node)))
+    else:
+        _pre_norm_block(b, "rmsnorm", attn, ffn, post_norms=model_type == "gemma2")
+    heads = r("num_attention_heads")
+    extra = {"n_experts": r("num_local_experts", default=8), "top_k": r("num_experts_per_tok", default=2)} \
+        if model_type == "mixtral" else {}
+    return b.graph(), _dims(r, d_model=r("hidden_size"), n_heads=heads, n_layers=r("num_hidden_layers"),
+                            n_ctx=r("max_position_embeddings"), d_ff=r("intermediate_size"),
+                            n_kv_heads=r("num_key_value_heads", default=heads),
+                            d_head=r("head_dim", default=256 if model_type == "gemma2" else None),
+                            **extra)
+
+
+@architecture("opt")
+def _opt(r: _Reader):
+    d = r("hidden_size")
+    r.require(r("word_embed_proj_dim", default=d) == d, "word_embed_proj_dim != hidden_size "
+              "(project_in/project_out)")
+    r.require(r("layer_norm_elementwise_affine", default=True), "layer_norm_elementwise_affine = false")
+    pre = r("do_layer_norm_before", default=True)
+    final = pre and not r("_remove_final_layer_norm", default=False)
+    bias = r("enable_bias", default=True)
+    b = BlockBuilder("opt", final_norm="layernorm" if final else None,
+                     tied_embeddings=r("tie_word_embeddings", default=True), position_offset=2)
+    attn = {"bias": bias}
+    ffn = {"activation": _activation(r, "activation_function", default="relu"), "bias": bias}
+    if pre:
+        _pre_norm_block(b, "layernorm", attn, ("ffn", ffn))
+    else:  # OPT-350m: post-LN
+        x = b.input()
+        y = b.node("ln_1", "layernorm", b.node("add_1", "add", x, b.node("attn", "attention", x, **attn)))
+        b.output(b.node("ln_2", "layernorm", b.node("add_2", "add", y, b.node("ffn", "ffn", y, **ffn))))
+    return b.graph(), _dims(r, d_model=d, n_heads=r("num_attention_heads"), n_layers=r("num_hidden_layers"),
+                            n_ctx=r("max_position_embeddings"), d_ff=r("ffn_dim"))
+
+
+@architecture("falcon")
+def _falcon(r: _Reader):
+    r.require(not r("alibi", default=False), "alibi positions")
+    new_arch = r("new_decoder_architecture", default=False)
+    heads = r("num_attention_heads")
+    # read all four: each architecture ignores two of them
+    kv_new, lns = r("num_kv_heads", default=heads), r("num_ln_in_parallel_attn", default=2)
+    multi_query, parallel_attn = r("multi_query", default=True), r("parallel_attn", default=True)
+    if new_arch:
+        kv_heads, parallel = kv_new, lns
+    else:
+        kv_heads, parallel = (1 if multi_query else heads), (1 if parallel_attn else 0)
+    d = r("hidden_size")
+    bias = r("bias", default=False)
+    b = BlockBuilder("falcon", final_norm="layernorm", positions="none",
+                     tied_embeddings=r("tie_word_embeddings", default=True))
+    _pre_norm_block(b, "layernorm", {"bias": bias, "rotary": True},
+                    ("ffn", {"activation": _activation(r, "activation", default="gelu"), "bias": bias}),
+                    parallel=parallel)
+    return b.graph(), _dims(r, d_model=d, n_heads=heads, n_layers=r("num_hidden_layers"),
+                            n_ctx=r("max_position_embeddings", default=2048),
+                            d_ff=r("ffn_hidden_size", default=None) or 4 * d, n_kv_heads=kv_heads,
+                            d_head=r("head_dim", default=None))

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .analyze import evaluate
 from .expr import numeric_value
-from .graph import edge_scale, model_nodes, sink, source
+from .graph import edge_scale, model_nodes, segments, sink, source
 from .nn import INITS
 from .ops import get_op
 from .presets import DEFAULT_PRESET, resolve_dims
@@ -68,9 +69,15 @@ class GPT(nn.Module):
     def __init__(self, graph: nx.DiGraph, dims: dict):
         super().__init__()
         self.dims = dims
-        self.blocks = nn.ModuleList(Block(graph, dims) for _ in range(dims["n_layers"]))
+        self.segment_of = []  # the segment (of a stack) each block belongs to
+        blocks = []
+        for i, (block, count) in enumerate(segments(graph)):
+            n = evaluate(count, dims)
+            blocks += [Block(block, dims) for _ in range(n)]
+            self.segment_of += [i] * n
+        self.blocks = nn.ModuleList(blocks)
         for m in model_nodes(graph):
-            if not m.path.startswith("block."):
+            if m.path.partition(".")[0] in ("wte", "wpe", "ln_f", "lm_head"):
                 self.add_module(m.path, m.op.module(m.attrs, dims))
         self.wpe = getattr(self, "wpe", None)
         self.ln_f = getattr(self, "ln_f", None)

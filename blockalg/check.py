@@ -35,7 +35,7 @@ import torch
 from .analyze import evaluate
 from .build import Block, build_model
 from .flops import flop_counts
-from .graph import edge_scale, model_nodes
+from .graph import edge_scale, model_nodes, segment_prefix, segments
 from .ops import get_op, op_names
 from .params import COMPONENTS, leaf_params, param_counts
 from .presets import DEFAULT_PRESET, resolve_dims
@@ -100,8 +100,12 @@ def check_params(graph, model, dims) -> list[Check]:
     measured = dict.fromkeys(COMPONENTS, 0)
     leaves = {key: evaluate(expr, dims) for key, expr in leaf_params(graph).items()}
     matching, wrong = 0, []
+    def leaf_of(name):
+        return re.sub(r"^blocks\.(\d+)\.",
+                      lambda m: segment_prefix(graph, model.segment_of[int(m.group(1))]) + ".", name)
+
     for name, p in model.named_parameters():
-        leaf = re.sub(r"^blocks\.\d+\.", "block.", name)
+        leaf = leaf_of(name)
         node = next((path for path in component_of if leaf.startswith(path + ".")), None)
         if component_of.get(node):
             measured[component_of[node]] += p.numel()
@@ -234,18 +238,18 @@ def _edges(graph, scale_of) -> set:
 
 
 def check_structure(graph, model) -> Check:
-    """Every layer's traced computation has exactly the block graph's edges, ops and edge scales."""
-    dims = model.dims
+    """Every layer's traced computation has exactly its block graph's edges, ops and edge scales."""
     from .expr import numeric_value
 
-    expected = _edges(graph, lambda u, v: numeric_value(edge_scale(graph, u, v), dims))
-    found, extra = 0, set()
-    for block in model.blocks:
+    expected = [_edges(block, lambda u, v: numeric_value(edge_scale(block, u, v), model.dims))
+                for block, _ in segments(graph)]
+    found, extra, predicted = 0, set(), 0
+    for block, segment in zip(model.blocks, model.segment_of):
         traced = traced_block_graph(block)
         edges = _edges(traced, lambda u, v: traced.edges[u, v].get("scale", 1.0))
-        found += len(edges & expected)
-        extra |= edges ^ expected
-    predicted = len(expected) * len(model.blocks)
+        found += len(edges & expected[segment])
+        extra |= edges ^ expected[segment]
+        predicted += len(expected[segment])
     detail = f"differs on {sorted(extra)[:3]}" if extra else ""
     return Check("structure", predicted, found, found == predicted and not extra, detail)
 

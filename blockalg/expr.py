@@ -3,7 +3,7 @@
 Text from a file is parsed with :mod:`ast` and rebuilt node by node into sympy; nothing is ever
 evaluated, so a file cannot run code. Allowed: integer and decimal literals (decimals become exact
 rationals), the dimension symbols of :mod:`blockalg.symbols` (and ``L`` for ``n_layers``), ``+ - * / **``,
-parentheses and ``sqrt(...)``.
+parentheses and ``sqrt``, ``floor``, ``ceiling``.
 
 >>> parse_expression("(2*L)**(1/4)")
 2**(1/4)*n_layers**(1/4)
@@ -12,7 +12,7 @@ parentheses and ``sqrt(...)``.
 >>> parse_expression("__import__('os')")
 Traceback (most recent call last):
 ...
-blockalg.errors.BlockalgError: expression "__import__('os')": calls are limited to sqrt(x)
+blockalg.errors.BlockalgError: expression "__import__('os')": calls are limited to sqrt(x), floor(x), ceiling(x)
 """
 
 import ast
@@ -24,6 +24,7 @@ from .errors import BlockalgError
 from .symbols import DIMENSIONS, n_layers
 
 _NAMES = {**DIMENSIONS, "L": n_layers}
+_FUNCTIONS = {"sqrt": sp.sqrt, "floor": sp.floor, "ceiling": sp.ceiling}
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.Pow: operator.pow}
 
@@ -64,10 +65,10 @@ def _build(node, text) -> sp.Expr:
         inner = _build(node.operand, text)
         return -inner if isinstance(node.op, ast.USub) else inner
     if isinstance(node, ast.Call):
-        if isinstance(node.func, ast.Name) and node.func.id == "sqrt" and len(node.args) == 1 \
+        if isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and len(node.args) == 1 \
                 and not node.keywords:
-            return sp.sqrt(_build(node.args[0], text))
-        raise BlockalgError(f"expression {text!r}: calls are limited to sqrt(x)")
+            return _FUNCTIONS[node.func.id](_build(node.args[0], text))
+        raise BlockalgError(f"expression {text!r}: calls are limited to sqrt(x), floor(x), ceiling(x)")
     raise BlockalgError(f"expression {text!r}: only numbers, dimension symbols, + - * / ** and "
                         f"sqrt() are allowed")
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .graph import edge_width, model_nodes, scaled_edges
-from .symbols import n_layers, seq_len
+from .graph import edge_width, model_nodes, scaled_edges, segments
+from .symbols import seq_len
 
 KINDS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal",
          "backward_matmul_fused")
@@ -42,6 +42,7 @@ def flop_counts(graph) -> dict[str, sp.Expr]:
         for kind in KINDS:
             totals[kind] += m.count * getattr(m.op, kind)(m.attrs, m.n_inputs)
     # NB: a constant scale on an edge is one multiply per element of the tensor it carries.
-    totals["forward_other"] += n_layers * seq_len * sum(
-        (edge_width(graph, u, v) for u, v, _ in scaled_edges(graph)), sp.Integer(0))
+    for block, count in segments(graph):
+        totals["forward_other"] += count * seq_len * sum(
+            (edge_width(block, u, v) for u, v, _ in scaled_edges(block)), sp.Integer(0))
     return totals

@@ -102,6 +102,15 @@ class BlockBuilder:
         return validate_block(self._graph)
 
 
+def stack(name: str, parts, **model_attrs) -> nx.DiGraph:
+    """A model of non-identical blocks: ``parts`` is ``[(block graph, layers), ...]`` in forward
+    order, ``layers`` an expression in ``L`` (they must add up to L); model attributes as for
+    :class:`BlockBuilder` (the blocks' own are ignored)."""
+    graph = BlockGraph(name=name, **{**MODEL_DEFAULTS, **model_attrs},
+                       segments=[{"block": block, "layers": layers} for block, layers in parts])
+    return validate_block(graph)
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation: once, at the boundary, with one-line messages naming the node.
 
@@ -116,6 +125,8 @@ def validate_block(graph) -> nx.DiGraph:
     """
     if not isinstance(graph, nx.DiGraph) or graph.is_multigraph():
         raise BlockalgError("a block must be a networkx.DiGraph (not a multigraph)")
+    if graph.graph.get("segments"):
+        return _validate_stack(graph)
     name = graph.graph.get("name", "block")
     for node, data in graph.nodes(data=True):
         _check_node(node, data)
@@ -140,6 +151,28 @@ def validate_block(graph) -> nx.DiGraph:
                 parse_expression(data["scale"])
             except BlockalgError as e:
                 raise BlockalgError(f"edge {u} → {v}: scale: {e}") from None
+    _check_model_attributes(graph)
+    return graph
+
+
+def _validate_stack(graph) -> nx.DiGraph:
+    """A stack: no nodes of its own, segments of valid blocks whose layer counts sum to L."""
+    if graph.number_of_nodes():
+        raise BlockalgError("a stack holds 'segments' and no nodes of its own")
+    total = sp.Integer(0)
+    for i, segment in enumerate(graph.graph["segments"]):
+        if not isinstance(segment, dict) or set(segment) != {"block", "layers"}:
+            raise BlockalgError(f"segment {i}: expected {{'block': ..., 'layers': ...}}")
+        try:
+            total += parse_expression(segment["layers"])
+            block = segment["block"]
+            if not isinstance(block, nx.DiGraph) or block.graph.get("segments"):
+                raise BlockalgError("'block' must be a block graph (not a stack)")
+            validate_block(block)
+        except BlockalgError as e:
+            raise BlockalgError(f"segment {i}: {e}") from None
+    if sp.simplify(total - n_layers) != 0:
+        raise BlockalgError(f"segments cover {total} layers, not n_layers")
     _check_model_attributes(graph)
     return graph
 
@@ -261,10 +294,31 @@ def edge_scale(graph, u, v) -> sp.Expr:
     return parse_expression(graph.edges[u, v].get("scale", 1))
 
 
+def segments(graph) -> list[tuple[nx.DiGraph, sp.Expr]]:
+    """The model's blocks in forward order, each with the number of layers it covers (an
+    expression in ``n_layers``): ``[(graph, n_layers)]`` for a plain block, a stack's segments
+    otherwise (mix-ln: ``floor(n_layers/4)`` post-LN blocks, then pre-LN ones).
+
+    >>> from blockalg.variants import get
+    >>> [(b.graph["name"], n) for b, n in segments(get("mix-ln"))]
+    [('post-ln', floor(n_layers/4)), ('pre-ln', n_layers - floor(n_layers/4))]
+    """
+    spec = graph.graph.get("segments")
+    if not spec:
+        return [(graph, n_layers)]
+    return [(segment["block"], parse_expression(segment["layers"])) for segment in spec]
+
+
+def segment_prefix(graph, index: int) -> str:
+    """Node paths of segment ``index``: ``block`` for a plain block, ``segment<i>`` in a stack."""
+    return "block" if not graph.graph.get("segments") else f"segment{index}"
+
+
 @dataclass(frozen=True)
 class ModelNode:
     """One node of the model: ``path`` is ``block.<node>`` for block nodes (present ``count`` =
-    ``n_layers`` times) and a top-level name (``wte``, ``wpe``, ``ln_f``, ``lm_head``) otherwise."""
+    ``n_layers`` times; ``segment<i>.<node>`` in a stack) and a top-level name (``wte``, ``wpe``,
+    ``ln_f``, ``lm_head``) otherwise."""
 
     path: str
     op: OpKind
@@ -287,9 +341,11 @@ def model_nodes(graph) -> list[ModelNode]:
         positions = get_op("position_embedding")
         offset = {"offset": graph.graph.get("position_offset", 0)}
         nodes.append(ModelNode("wpe", positions, positions.with_defaults(offset), 0, one))
-    for node in nx.topological_sort(graph):
-        op, attrs = node_op(graph, node)
-        nodes.append(ModelNode(f"block.{node}", op, attrs, graph.in_degree(node), n_layers))
+    for i, (block, count) in enumerate(segments(graph)):
+        for node in nx.topological_sort(block):
+            op, attrs = node_op(block, node)
+            nodes.append(ModelNode(f"{segment_prefix(graph, i)}.{node}", op, attrs,
+                                   block.in_degree(node), count))
     final = final_norm(graph)
     if final is not None:
         op, attrs = final
@@ -315,10 +371,19 @@ def edge_width(graph, u, v) -> sp.Expr:
 # Files: networkx node-link JSON. Loading never evaluates code.
 
 
+def to_data(graph) -> dict:
+    """The block (or stack) as node-link data, ready for JSON."""
+    spec = graph.graph.get("segments")
+    if spec:
+        graph = graph.copy()
+        graph.graph["segments"] = [{"layers": str(seg["layers"]), "block": to_data(seg["block"])}
+                                   for seg in spec]
+    return nx.node_link_data(graph, edges="edges")
+
+
 def to_json(graph) -> str:
     """The block as node-link JSON text (stable key order, so files diff cleanly)."""
-    data = nx.node_link_data(graph, edges="edges")
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return json.dumps(to_data(graph), indent=2, sort_keys=True) + "\n"
 
 
 def save_block(graph, path) -> None:
@@ -356,4 +421,11 @@ def block_from_data(data, default_name: str = "block") -> nx.DiGraph:
     graph.graph.setdefault("name", default_name)
     for key, value in MODEL_DEFAULTS.items():
         graph.graph.setdefault(key, value)
+    spec = graph.graph.get("segments")
+    if spec:
+        if not isinstance(spec, list):
+            raise BlockalgError("'segments' must be a list")
+        graph.graph["segments"] = [
+            {**seg, "block": block_from_data(seg.get("block"), f"{default_name}.segment{i}")}
+            if isinstance(seg, dict) else seg for i, seg in enumerate(spec)]
     return graph

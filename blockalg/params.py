@@ -40,7 +40,8 @@ def node_params(graph) -> dict[str, sp.Expr]:
 
 def param_counts(graph) -> dict[str, sp.Expr]:
     """Whole-model counts: ``total``, ``active`` (used per token: less than the total only with
-    mixture-of-experts layers), ``per_block`` and one entry per component."""
+    mixture-of-experts layers), ``per_block`` (in a stack, the first segment's block) and one entry
+    per component."""
     counts = {"total": sp.Integer(0), "active": sp.Integer(0), "per_block": sp.Integer(0),
               **{c: sp.Integer(0) for c in COMPONENTS}}
     for m in model_nodes(graph):
@@ -49,6 +50,6 @@ def param_counts(graph) -> dict[str, sp.Expr]:
         counts["active"] += m.count * m.op.active_params(m.attrs)
         if m.op.component:
             counts[m.op.component] += m.count * n
-        if m.path.startswith("block."):
+        if m.path.startswith(("block.", "segment0.")):  # a stack: its first segment's block
             counts["per_block"] += n
     return counts

@@ -27,7 +27,7 @@ import networkx as nx
 import sympy as sp
 
 from .errors import BlockalgError
-from .graph import edge_scale, final_norm, sink, source
+from .graph import edge_scale, final_norm, segments, sink, source
 from .ops import ATTENTION, FFN, NORM, get_op
 from .symbols import n_layers
 
@@ -126,8 +126,11 @@ def terms_to_expr(terms: dict) -> sp.Expr:
 
 def model_terms(graph, layers: int) -> dict:
     """The model's generating function at ``n_layers = layers`` in term form (no unrolling)."""
-    return terms_product(terms_power(expr_to_terms(block_polynomial(graph)), layers),
-                         expr_to_terms(final_polynomial(graph)))
+    terms = expr_to_terms(final_polynomial(graph))
+    for block, count in segments(graph):
+        power = int(count.subs(n_layers, layers))
+        terms = terms_product(terms, terms_power(expr_to_terms(block_polynomial(block)), power))
+    return terms
 
 
 def _mark(graph, node):
@@ -148,8 +151,12 @@ def final_polynomial(graph) -> sp.Expr:
 
 
 def model_polynomial(graph, scaled: bool = False) -> sp.Expr:
-    """The model's generating function ``T**L · final``, closed form in ``n_layers``."""
-    return block_polynomial(graph, scaled) ** n_layers * final_polynomial(graph)
+    """The model's generating function: the product over segments of ``T_i**count_i`` (``T**L``
+    for one block kind) times the final norm's factor, closed form in ``n_layers``."""
+    product = final_polynomial(graph)
+    for block, count in segments(graph):
+        product *= block_polynomial(block, scaled) ** count
+    return product
 
 
 def _degrees(poly_expr, marks) -> list[int]:
@@ -165,41 +172,55 @@ def _mean_degree(poly_expr, marks) -> sp.Rational:
     return sp.Rational(sp.diff(at_t, t).subs(t, 1), at_t.subs(t, 1))
 
 
-def distribution_closed_form(per_block: sp.Expr, final: sp.Expr) -> tuple[sp.Expr, str]:
-    """``(per_block**L · final, description)``; the description names a binomial where it is one.
-
-    A per-block polynomial c·t^m·(1 + t)^j gives a shifted Binomial(j·L, 1/2).
-    """
-    factored = sp.factor(per_block)
-    expr = factored**n_layers * final
-    coefficient, factors = sp.factor_list(factored)
-    shift, trials = 0, 0
-    for base, power in factors:
-        if base == t:
-            shift += power
-        elif sp.expand(base - (1 + t)) == 0:
-            trials += power
-        else:
-            return expr, "no binomial form"
+def distribution_closed_form(parts, final: sp.Expr) -> tuple[sp.Expr, str]:
+    """``(Π per_block_i**count_i · final, description)`` for ``parts = [(per_block, count)]``;
+    the description names a binomial where it is one: per-block polynomials c·t^m·(1 + t)^j give
+    a shifted Binomial(Σ j·count, 1/2)."""
+    expr, shift, trials = final, sp.sympify(sp.degree(final, t)) if final != 1 else sp.Integer(0), 0
+    binomial = True
+    for per_block, count in parts:
+        factored = sp.factor(per_block)
+        expr *= factored**count
+        for base, power in sp.factor_list(factored)[1]:
+            if base == t:
+                shift += power * count
+            elif sp.expand(base - (1 + t)) == 0:
+                trials += power * count
+            else:
+                binomial = False
+    if not binomial:
+        return expr, "no binomial form"
     if trials == 0:
         return expr, "a single value"
-    shifted = f" + {sp.sstr(shift * n_layers + sp.degree(final, t))}" if shift or final != 1 else ""
-    return expr, f"Binomial({sp.sstr(trials * n_layers)}, 1/2){shifted} over paths"
+    shifted = f" + {sp.sstr(shift)}" if shift != 0 else ""
+    return expr, f"Binomial({sp.sstr(trials)}, 1/2){shifted} over paths"
 
 
 @dataclass
 class PathStats:
-    """Closed forms (in ``n_layers``) of the path statistics of a block wiring."""
+    """Closed forms (in ``n_layers``) of the path statistics of a model's wiring.
 
-    block: sp.Expr  # T(n, a, f)
+    ``factors`` holds each segment's block polynomial T_i(n, a, f) with the number of layers it
+    covers (one ``(T, n_layers)`` for a model of identical blocks).
+    """
+
+    factors: list[tuple[sp.Expr, sp.Expr]]
     final: sp.Expr  # the final norm's factor
     expressions: dict[str, sp.Expr]
     sublayer_distribution: tuple[sp.Expr, str]
     norm_distribution: tuple[sp.Expr, str]
 
     @property
+    def block(self) -> sp.Expr:
+        """T(n, a, f) of the (first) block."""
+        return self.factors[0][0]
+
+    @property
     def generating_function(self) -> sp.Expr:
-        return self.block**n_layers * self.final
+        product = self.final
+        for block, count in self.factors:
+            product *= block**count
+        return product
 
     def at(self, layers: int) -> dict:
         """The statistics at ``n_layers = layers`` as exact numbers; the JSON shape of ``paths``."""
@@ -229,36 +250,56 @@ class PathStats:
 
     def distribution(self, layers: int, of: str = "sublayers") -> dict[int, int]:
         """Number of paths crossing k sublayers (or norms), for every k, at ``n_layers = layers``."""
-        per_block, final = self._distribution_parts(of)
-        coefficients = _int_poly_pow(_int_coefficients(per_block), layers)
-        coefficients = _int_poly_mul(coefficients, _int_coefficients(final))
+        parts, final = self._distribution_parts(of)
+        coefficients = _int_coefficients(final)
+        for per_block, count in parts:
+            power = _int_poly_pow(_int_coefficients(per_block), int(count.subs(n_layers, layers)))
+            coefficients = _int_poly_mul(coefficients, power)
         return {k: c for k, c in enumerate(coefficients) if c}
 
     def _distribution_parts(self, of):
         marks = {"sublayers": (a, f), "norms": (n,)}[of]
         others = [x for x in (n, a, f) if x not in marks]
-        per_block = self.block.subs({m: t for m in marks}).subs({x: 1 for x in others})
-        final = self.final.subs({m: t for m in marks}).subs({x: 1 for x in others})
-        return sp.expand(per_block), sp.expand(sp.sympify(final))
+
+        def collapse(expr):
+            return sp.expand(sp.sympify(expr).subs({m: t for m in marks}).subs({x: 1 for x in others}))
+
+        return [(collapse(block), count) for block, count in self.factors], collapse(self.final)
 
 
 def path_stats(graph) -> PathStats:
     """Every path statistic of ``graph`` in closed form (``n_layers`` symbolic)."""
-    block, final = block_polynomial(graph), final_polynomial(graph)
+    factors = [(block_polynomial(block), count) for block, count in segments(graph)]
+    final = final_polynomial(graph)
     sublayers, norms = (a, f), (n,)
     final_norms = _degrees(final, norms)[0]
+
+    def total(per_block, counts=None):
+        return sum((c * per_block(T) for (T, _), c in zip(factors, counts or [c for _, c in factors])),
+                   sp.Integer(0))
+
+    count = sp.Integer(1)
+    for T, c in factors:
+        count *= T.subs({n: 1, a: 1, f: 1}) ** c
+    # blocks of each segment between layer l and the output
+    if len(factors) == 1:
+        from_layer = [n_layers - layer + 1]
+    else:
+        starts = [sum((c for _, c in factors[:i]), sp.Integer(0)) for i in range(len(factors))]
+        from_layer = [sp.Max(0, sp.Min(c, start + c - layer + 1))
+                      for (_, c), start in zip(factors, starts)]
     expressions = {
-        "count": block.subs({n: 1, a: 1, f: 1}) ** n_layers,
-        "shortest.norms": n_layers * min(_degrees(block, norms)) + final_norms,
-        "shortest.sublayers": n_layers * min(_degrees(block, sublayers)),
-        "longest.norms": n_layers * max(_degrees(block, norms)) + final_norms,
-        "longest.sublayers": n_layers * max(_degrees(block, sublayers)),
-        "mean_sublayers": n_layers * _mean_degree(block, sublayers),
-        "mean_norms": n_layers * _mean_degree(block, norms) + final_norms,
-        "shortest_to_layer.norms": (n_layers - layer + 1) * min(_degrees(block, norms)) + final_norms,
-        "shortest_to_layer.sublayers": (n_layers - layer + 1) * min(_degrees(block, sublayers)),
+        "count": count,
+        "shortest.norms": total(lambda T: min(_degrees(T, norms))) + final_norms,
+        "shortest.sublayers": total(lambda T: min(_degrees(T, sublayers))),
+        "longest.norms": total(lambda T: max(_degrees(T, norms))) + final_norms,
+        "longest.sublayers": total(lambda T: max(_degrees(T, sublayers))),
+        "mean_sublayers": total(lambda T: _mean_degree(T, sublayers)),
+        "mean_norms": total(lambda T: _mean_degree(T, norms)) + final_norms,
+        "shortest_to_layer.norms": total(lambda T: min(_degrees(T, norms)), from_layer) + final_norms,
+        "shortest_to_layer.sublayers": total(lambda T: min(_degrees(T, sublayers)), from_layer),
     }
-    stats = PathStats(block, final, expressions, None, None)
+    stats = PathStats(factors, final, expressions, None, None)
     stats.sublayer_distribution = distribution_closed_form(*stats._distribution_parts("sublayers"))
     stats.norm_distribution = distribution_closed_form(*stats._distribution_parts("norms"))
     return stats

@@ -144,8 +144,26 @@ def gradient_norms(results, headline: str = "ffn.proj"):
 
 def block_drawing(graph):
     """The block graph drawn top (input) to bottom (output) by topological generation, nodes
-    coloured by role: green norms, blue attention, orange FFN, grey identity-like."""
+    coloured by role: green norms, blue attention, orange FFN, grey identity-like. A stack draws
+    its segments' blocks side by side."""
     plt = pyplot()
+    if graph.graph.get("segments"):
+        from .graph import segments
+
+        parts = segments(graph)
+        figures = [block_drawing(block) for block, _ in parts]
+        images = [figure_bytes(fig, "png") for fig in figures]
+        for fig in figures:
+            plt.close(fig)
+        import matplotlib.image
+
+        fig, axes = plt.subplots(1, len(parts), figsize=(4 * len(parts), 8), constrained_layout=True)
+        for ax, png, (block, count) in zip(axes, images, parts):
+            ax.imshow(matplotlib.image.imread(io.BytesIO(png), format="png"))
+            ax.set_title(f"{block.graph.get('name', '')} × {count}")
+            ax.axis("off")
+        fig.suptitle(f"stack {graph.graph.get('name', '')}")
+        return fig
     generations = [sorted(g) for g in nx.topological_generations(graph)]
     positions = {node: (i - (len(gen) - 1) / 2, -depth)
                  for depth, gen in enumerate(generations) for i, node in enumerate(gen)}

@@ -145,8 +145,21 @@ def _edge_label(graph, u, v) -> str:
     return "" if scale is None else f"×{scale}"
 
 
+def _segment_lines(graph):
+    """For a stack: each segment's block, titled with its layers."""
+    from .graph import segments
+
+    return [(f"{block.graph.get('name', 'block')} × {count}", block) for block, count in segments(graph)]
+
+
 def graph_to_text(graph) -> str:
-    """One line per node in forward order: ``name = op(inputs)``."""
+    """One line per node in forward order: ``name = op(inputs)``; a stack lists its segments."""
+    if graph.graph.get("segments"):
+        parts = [f"stack {graph.graph.get('name', '')}"]
+        for title, block in _segment_lines(graph):
+            parts += [f"segment: {title}", *graph_to_text(block).splitlines()[1:-1]]
+        meta = {k: graph.graph.get(k) for k in ("final_norm", "positions", "tied_embeddings", "init")}
+        return "\n".join(parts + ["model: " + ", ".join(f"{k}={v}" for k, v in meta.items())])
     lines = [f"block {graph.graph.get('name', 'block')}"]
     for node in nx.topological_sort(graph):
         inputs = ", ".join(f"{u}{_edge_label(graph, u, node)}" for u in graph.predecessors(node))
@@ -158,7 +171,17 @@ def graph_to_text(graph) -> str:
 
 
 def graph_to_mermaid(graph) -> str:
-    """A Mermaid flowchart (renders on GitHub and in Jupyter with the mermaid extension)."""
+    """A Mermaid flowchart (renders on GitHub and in Jupyter with the mermaid extension); a stack
+    draws one subgraph per segment."""
+    if graph.graph.get("segments"):
+        lines = ["flowchart TD"]
+        for i, (title, block) in enumerate(_segment_lines(graph)):
+            lines.append(f'    subgraph s{i}["{title}"]')
+            for line in graph_to_mermaid(block).splitlines()[1:]:
+                lines.append("    " + line.replace("    ", f"    s{i}_", 1).replace("--> ", f"--> s{i}_")
+                             .replace("| ", f"| s{i}_"))
+            lines.append("    end")
+        return "\n".join(lines)
     lines = ["flowchart TD"]
     for node in nx.topological_sort(graph):
         lines.append(f'    {node}["{node}: {_label(graph, node)}"]')
@@ -169,7 +192,9 @@ def graph_to_mermaid(graph) -> str:
 
 
 def graph_to_dot(graph) -> str:
-    """Graphviz dot source."""
+    """Graphviz dot source (a stack: the blocks of its segments, one after the other)."""
+    if graph.graph.get("segments"):
+        return "\n".join(graph_to_dot(block) for _, block in _segment_lines(graph))
     name = graph.graph.get("name", "block")
     lines = [f'digraph "{name}" {{', "    rankdir=TB;", "    node [shape=box];"]
     for node in nx.topological_sort(graph):

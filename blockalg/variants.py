@@ -20,7 +20,7 @@ from pathlib import Path
 import networkx as nx
 
 from .errors import BlockalgError
-from .graph import BlockBuilder, load_block
+from .graph import BlockBuilder, load_block, stack
 
 
 @dataclass(frozen=True)
@@ -337,3 +337,15 @@ def moe() -> nx.DiGraph:
     y = b.node("add_1", "add", x, attn)
     b.output(b.node("add_2", "add", y, b.node("moe", "moe", b.node("ln_2", "rmsnorm", y))))
     return b.graph()
+
+
+@variant("mix-ln", aliases=("mixln", "mix"),
+         equations=("layers 1..⌊L/4⌋: post-LN blocks", "layers ⌊L/4⌋+1..L: pre-LN blocks", "final LN"),
+         reference="Li et al. 2024, 'Mix-LN: Unleashing the Power of Deeper Layers by Combining "
+                   "Pre-LN and Post-LN' (α = 0.25)")
+def mix_ln() -> nx.DiGraph:
+    """Mix-LN: post-LN in the first quarter of the layers, pre-LN after, so the deep layers keep
+    pre-LN's identity path and the shallow ones get post-LN's larger gradients. A stack of two
+    segments: its generating function is T_post^⌊L/4⌋ · T_pre^(L-⌊L/4⌋) · n."""
+    return stack("mix-ln", [(post_ln(), "floor(L/4)"), (pre_ln(), "L - floor(L/4)")],
+                 final_norm="layernorm")

@@ -90,3 +90,27 @@ def test_a_shape_mismatch_names_the_edge():
     b.output(b.node("add", "add", x, b.node("up", "ffn_up", x)))
     with pytest.raises(BlockalgError, match="edge up → add: shape mismatch"):
         b.graph()
+
+
+def test_mix_ln_is_a_stack_with_closed_form_segments():
+    from blockalg.graph import segments
+
+    stats = path_stats(get("mix-ln"))
+    q = sp.floor(L / 4)
+    # ⌊L/4⌋ post-LN blocks (2 norms on every path) then pre-LN blocks, then the final LN
+    assert sp.simplify(stats.expressions["shortest.norms"] - (2 * q + 1)) == 0
+    assert sp.simplify(stats.expressions["longest.norms"] - (2 * q + 2 * (L - q) + 1)) == 0
+    assert stats.at(12)["shortest"] == {"norms": 7, "sublayers": 0} and stats.at(12)["count"] == 4**12
+    assert [r["norms"] for r in stats.shortest_to_layer(8)] == [5, 3, 1, 1, 1, 1, 1, 1]
+    assert sum(c.subs(L, 12) for _, c in segments(get("mix-ln"))) == 12
+
+
+def test_a_stack_round_trips_through_json_and_validates(tmp_path):
+    from blockalg import BlockalgError, load_block, save_block
+    from blockalg.graph import stack
+
+    save_block(get("mix-ln"), tmp_path / "mix.json")
+    loaded = load_block(tmp_path / "mix.json")
+    assert analyze(loaded, preset="gpt2-medium").values == analyze("mix-ln", preset="gpt2-medium").values
+    with pytest.raises(BlockalgError, match="segments cover"):
+        stack("bad", [(get("pre-ln"), "L/2")])

@@ -349,3 +349,17 @@ def mix_ln() -> nx.DiGraph:
     segments: its generating function is T_post^⌊L/4⌋ · T_pre^(L-⌊L/4⌋) · n."""
     return stack("mix-ln", [(post_ln(), "floor(L/4)"), (pre_ln(), "L - floor(L/4)")],
                  final_norm="layernorm")
+
+
+@variant("b2t", aliases=("b2t-connection", "bottom-to-top"),
+         equations=("h = LN(x + Attn(x))", "out = LN(x + h + FFN(h))", "no final norm"),
+         reference="Takase et al. 2023, 'B2T Connection: Serving Stability and Performance in Deep "
+                   "Transformers'")
+def b2t() -> nx.DiGraph:
+    """Post-LN plus a bottom-to-top skip: the block input joins the last residual add, so one
+    path per block crosses a single norm instead of two."""
+    b = BlockBuilder("b2t")
+    x = b.input()
+    h = b.node("ln_1", "layernorm", b.node("add_1", "add", x, b.node("attn", "attention", x)))
+    b.output(b.node("ln_2", "layernorm", b.node("add_2", "add", x, h, b.node("ffn", "ffn", h))))
+    return b.graph()

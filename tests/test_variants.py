@@ -37,6 +37,7 @@ def test_every_variant_passes_every_check(variant, preset, device):
     ("bloom-residual", n**2 * (1 + a) * (1 + f)),  # the residual starts after the norm
     ("rezero", (1 + a) * (1 + f)),
     ("llama", (1 + n * a) * (1 + n * f)),
+    ("b2t", n * (1 + n * (1 + a) * (1 + f))),  # the bottom-to-top skip crosses only the last LN
 ])
 def test_block_generating_functions(variant, T):
     assert sp.expand(path_stats(get(variant)).block - T) == 0

@@ -30,22 +30,28 @@ from torch import nn
 
 from .analyze import evaluate
 from .expr import numeric_value
-from .graph import edge_scale, model_nodes, segments, sink, source
+from .graph import edge_scale, model_nodes, model_streams, segments, stream_nodes
 from .nn import INITS
-from .ops import get_op
+from .ops import INPUT, OUTPUT, get_op
 from .presets import DEFAULT_PRESET, resolve_dims
 from .variants import get
 
 
 class Block(nn.Module):
-    """One block: the graph's nodes as submodules, executed in topological order."""
+    """One block: the graph's nodes as submodules, executed in topological order.
 
-    def __init__(self, graph: nx.DiGraph, dims: dict):
+    It takes one tensor per stream (in ``streams`` order) and returns one per stream: a single
+    tensor for the usual one-stream block, or a model head's single output.
+    """
+
+    def __init__(self, graph: nx.DiGraph, dims: dict, streams=("x",)):
         super().__init__()
-        self.source, self.sink = source(graph), sink(graph)
+        inputs, outputs = stream_nodes(graph, INPUT), stream_nodes(graph, OUTPUT)
+        self.inputs = [inputs[s] for s in streams]
+        self.outputs = [outputs[s] for s in streams] if len(outputs) > 1 else list(outputs.values())
         self.plan = []  # (node, [(input node, constant scale or None), ...]) in forward order
         for node in nx.topological_sort(graph):
-            if node == self.source:
+            if node in self.inputs:
                 continue
             op = get_op(graph.nodes[node]["op"])
             self.add_module(node, op.module(op.with_defaults(graph.nodes[node]), dims))
@@ -55,12 +61,14 @@ class Block(nn.Module):
                 inputs.append((u, None if scale == 1 else numeric_value(scale, dims)))
             self.plan.append((node, inputs))
 
-    def forward(self, x):
-        values = {self.source: x}
+    def forward(self, *streams):
+        values = {node: streams[i] for i, node in enumerate(self.inputs)}  # (indexing traces)
         for node, inputs in self.plan:
             args = [values[u] if s is None else values[u] * s for u, s in inputs]
             values[node] = self._modules[node](*args)
-        return values[self.sink]
+        if len(self.outputs) == 1:
+            return values[self.outputs[0]]
+        return tuple(values[node] for node in self.outputs)
 
 
 class GPT(nn.Module):
@@ -69,13 +77,16 @@ class GPT(nn.Module):
     def __init__(self, graph: nx.DiGraph, dims: dict):
         super().__init__()
         self.dims = dims
+        self.streams = model_streams(graph)  # stream -> "embedding" | "zero"
         self.segment_of = []  # the segment (of a stack) each block belongs to
         blocks = []
         for i, (block, count) in enumerate(segments(graph)):
             n = evaluate(count, dims)
-            blocks += [Block(block, dims) for _ in range(n)]
+            blocks += [Block(block, dims, list(self.streams)) for _ in range(n)]
             self.segment_of += [i] * n
         self.blocks = nn.ModuleList(blocks)
+        head = graph.graph.get("head")
+        self.head = Block(head, dims, list(self.streams)) if head is not None else None
         for m in model_nodes(graph):
             if m.path.partition(".")[0] in ("wte", "wpe", "ln_f", "lm_head"):
                 self.add_module(m.path, m.op.module(m.attrs, dims))
@@ -89,8 +100,15 @@ class GPT(nn.Module):
         x = self.wte(idx)  # (b, s, d)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(s, device=idx.device) + self.wpe.offset)
-        for block in self.blocks:
-            x = block(x)
+        if self.head is None:
+            for block in self.blocks:
+                x = block(x)
+        else:  # several streams: each starts as the embedding or at zero
+            streams = [x if start == "embedding" else torch.zeros_like(x)
+                       for start in self.streams.values()]
+            for block in self.blocks:
+                streams = block(*streams)
+            x = self.head(*streams)
         if self.ln_f is not None:
             x = self.ln_f(x)
         logits = self.lm_head(x)  # (b, s, V)

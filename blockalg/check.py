@@ -144,14 +144,14 @@ def check_flops(graph, model, dims, device) -> list[Check]:
                   predicted_backward == backward.get_total_flops(), backend)]
 
 
-def collapse_trace(module, is_node, concrete_args=None) -> nx.DiGraph:
+def collapse_trace(module, is_node, concrete_args=None, input_names=()) -> nx.DiGraph:
     """The computation ``module`` performs, traced with torch.fx and collapsed to a DiGraph.
 
     Submodules for which ``is_node(qualified_name)`` holds are not traced into: each call is a
     node named after the submodule, its ``op`` read from the module class's ``kind``. Inputs
     (placeholders) are ``input`` nodes; an add of two traced values is an ``add`` node; a product
     with a constant is the ``scale`` of the edge it lies on. An edge u → v means v consumed u's
-    output.
+    output. A ``*args`` placeholder stands for ``input_names``, one per position.
     """
     import operator
 
@@ -164,6 +164,7 @@ def collapse_trace(module, is_node, concrete_args=None) -> nx.DiGraph:
     traced = NodeTracer().trace(module, concrete_args=concrete_args)
     graph = nx.DiGraph()
     carried = {}  # fx node -> (graph node whose output it is, constant scale applied since)
+    varargs = None
 
     def add_node(name, kind, args):
         graph.add_node(name, op=kind)
@@ -175,8 +176,12 @@ def collapse_trace(module, is_node, concrete_args=None) -> nx.DiGraph:
 
     for fx_node in traced.nodes:
         args = list(fx_node.args)
-        if fx_node.op == "placeholder":
+        if fx_node.op == "placeholder" and fx_node.target.startswith("*"):
+            varargs = fx_node  # its items are picked by getitem below
+        elif fx_node.op == "placeholder":
             add_node(fx_node.target, "input", [])
+        elif fx_node.target is operator.getitem and args[0] is varargs:
+            add_node(input_names[args[1]], "input", [])
         elif fx_node.op == "call_module":
             add_node(fx_node.target, getattr(module.get_submodule(fx_node.target), "kind",
                                              type(module.get_submodule(fx_node.target)).__name__), args)
@@ -191,7 +196,7 @@ def collapse_trace(module, is_node, concrete_args=None) -> nx.DiGraph:
 
 def traced_block_graph(block: Block) -> nx.DiGraph:
     """One block's traced computation, collapsed to its node modules (see :func:`collapse_trace`)."""
-    return collapse_trace(block, lambda name: "." not in name)
+    return collapse_trace(block, lambda name: "." not in name, input_names=block.inputs)
 
 
 def traced_model_graph(model) -> nx.DiGraph:
@@ -199,7 +204,8 @@ def traced_model_graph(model) -> nx.DiGraph:
     (``blocks.3.attn``) and the model-level modules (``wte``, ``wpe``, ``ln_f``, ``lm_head``)."""
     def is_node(name):
         parts = name.split(".")
-        return len(parts) == 1 and name != "blocks" or len(parts) == 3 and parts[0] == "blocks"
+        return (len(parts) == 1 and name not in ("blocks", "head")
+                or len(parts) == 3 and parts[0] == "blocks" or len(parts) == 2 and parts[0] == "head")
 
     return collapse_trace(model, is_node, concrete_args={"targets": None})
 

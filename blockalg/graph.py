@@ -13,7 +13,10 @@ The model around the block is described by graph attributes:
 * ``positions``: ``"learned"`` (a position table, as GPT-2) or ``"none"``;
 * ``tied_embeddings``: whether the unembedding reuses the token table;
 * ``init``: the initialisation scheme the torch model uses;
-* ``position_offset``: extra rows of the position table (OPT keeps 2).
+* ``position_offset``: extra rows of the position table (OPT keeps 2);
+* ``streams`` and ``head``: for blocks that carry several residual streams (ResiDual), the streams
+  in order with their start (``{"a": "embedding", "d": "zero"}``), and the head: a small graph
+  with one input per stream and one output, which combines them before the final norm.
 
 A model is token (+ position) embedding → ``n_layers`` copies of the block → final norm →
 unembedding. Analyses work on one block and multiply by the symbol ``n_layers``.
@@ -44,7 +47,8 @@ from .ops import INPUT, NORM, OUTPUT, OpKind, get_op
 from .symbols import n_layers
 
 MODEL_DEFAULTS = {"final_norm": None, "positions": "learned", "tied_embeddings": True,
-                  "init": "gpt2", "position_offset": 0}
+                  "init": "gpt2", "position_offset": 0, "streams": None, "head": None}
+STREAM_INITS = ("embedding", "zero")
 POSITIONS = ("learned", "none")
 INIT_SCHEMES = ("gpt2", "deepnorm")  # implemented in blockalg.nn.INITS
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -80,8 +84,8 @@ class BlockBuilder:
     def __init__(self, name: str, **model_attrs):
         self._graph = BlockGraph(name=name, **{**MODEL_DEFAULTS, **model_attrs})
 
-    def input(self, name: str = "x") -> str:
-        self._graph.add_node(name, op=INPUT)
+    def input(self, name: str = "x", stream: str | None = None) -> str:
+        self._graph.add_node(name, op=INPUT, **({"stream": stream} if stream else {}))
         return name
 
     def node(self, name: str, op: str, *inputs: str, scales: dict | None = None, **attrs) -> str:
@@ -94,12 +98,12 @@ class BlockBuilder:
             self._graph.add_edge(source, name, **edge)
         return name
 
-    def output(self, source: str, name: str = "out") -> None:
-        self.node(name, OUTPUT, source)
+    def output(self, source: str, name: str = "out", stream: str | None = None) -> None:
+        self.node(name, OUTPUT, source, **({"stream": stream} if stream else {}))
 
-    def graph(self) -> nx.DiGraph:
-        """The validated graph."""
-        return validate_block(self._graph)
+    def graph(self, head: bool = False) -> nx.DiGraph:
+        """The validated graph (``head``: a model head, one input per stream and one output)."""
+        return validate_block(self._graph, head=head)
 
 
 def stack(name: str, parts, **model_attrs) -> nx.DiGraph:
@@ -115,13 +119,14 @@ def stack(name: str, parts, **model_attrs) -> nx.DiGraph:
 # Validation: once, at the boundary, with one-line messages naming the node.
 
 
-def validate_block(graph) -> nx.DiGraph:
+def validate_block(graph, head: bool = False) -> nx.DiGraph:
     """Check that ``graph`` is a well-formed block and return it; raise :class:`BlockalgError`.
 
     Checks: a simple directed graph; node names usable as module names; every ``op`` known and
     allowed in a block, with known attributes of the right type; one input and one output node;
     no cycle; every node has as many inputs as its op takes and feeds something (no dangling node);
-    edge scales parse; the model attributes are valid.
+    edge scales parse; the model attributes are valid. Several streams: one input and one output
+    per stream (a ``head``: one input per stream and a single output).
     """
     if not isinstance(graph, nx.DiGraph) or graph.is_multigraph():
         raise BlockalgError("a block must be a networkx.DiGraph (not a multigraph)")
@@ -130,7 +135,7 @@ def validate_block(graph) -> nx.DiGraph:
     name = graph.graph.get("name", "block")
     for node, data in graph.nodes(data=True):
         _check_node(node, data)
-    _check_endpoints(graph)
+    _check_endpoints(graph, head)
     try:
         cycle = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:
@@ -151,7 +156,8 @@ def validate_block(graph) -> nx.DiGraph:
                 parse_expression(data["scale"])
             except BlockalgError as e:
                 raise BlockalgError(f"edge {u} → {v}: scale: {e}") from None
-    _check_model_attributes(graph)
+    if not head:
+        _check_model_attributes(graph)
     return graph
 
 
@@ -159,6 +165,8 @@ def _validate_stack(graph) -> nx.DiGraph:
     """A stack: no nodes of its own, segments of valid blocks whose layer counts sum to L."""
     if graph.number_of_nodes():
         raise BlockalgError("a stack holds 'segments' and no nodes of its own")
+    if len(model_streams(graph)) > 1:
+        raise BlockalgError("a stack of blocks with several streams is not supported")
     total = sp.Integer(0)
     for i, segment in enumerate(graph.graph["segments"]):
         if not isinstance(segment, dict) or set(segment) != {"block", "layers"}:
@@ -209,12 +217,28 @@ def _check_attributes(where: str, op: OpKind, attrs: dict) -> None:
             raise BlockalgError(f"{where}: {key} = {value!r} must be a {kind.__name__}")
 
 
-def _check_endpoints(graph) -> None:
+def _check_endpoints(graph, head: bool = False) -> None:
     for role in (INPUT, OUTPUT):
         nodes = [n for n, op in graph.nodes(data="op") if op == role]
-        if len(nodes) != 1:
-            found = f"{len(nodes)} ({', '.join(nodes)})" if nodes else "none"
-            raise BlockalgError(f"a block needs exactly one '{role}' node, found {found}")
+        if not nodes:
+            raise BlockalgError(f"a block needs exactly one '{role}' node, found none")
+        streams = [graph.nodes[n].get("stream", "x") for n in nodes]
+        if len(set(streams)) != len(streams) or (head and role == OUTPUT and len(nodes) != 1):
+            raise BlockalgError(f"a block needs exactly one '{role}' node per stream, found "
+                                f"{len(nodes)} ({', '.join(nodes)})")
+    if not head and set(stream_nodes(graph, INPUT)) != set(stream_nodes(graph, OUTPUT)):
+        raise BlockalgError(f"streams in {sorted(stream_nodes(graph, INPUT))} and out "
+                            f"{sorted(stream_nodes(graph, OUTPUT))} differ")
+
+
+def stream_nodes(graph, role: str = INPUT) -> dict[str, str]:
+    """stream → the block's ``input`` (or ``output``) node of that stream."""
+    return {graph.nodes[n].get("stream", "x"): n for n, op in graph.nodes(data="op") if op == role}
+
+
+def model_streams(graph) -> dict[str, str]:
+    """The model's residual streams in order, each with its start (``embedding`` or ``zero``)."""
+    return graph.graph.get("streams") or {"x": "embedding"}
 
 
 def _check_arity(graph, node, op: OpKind) -> None:
@@ -241,7 +265,31 @@ def _check_shapes(graph, u, v) -> None:
                             f"'{v}' takes {takes}")
 
 
+def _check_streams(graph) -> None:
+    streams, head = model_streams(graph), graph.graph.get("head")
+    if not isinstance(streams, dict) or any(v not in STREAM_INITS for v in streams.values()) \
+            or "embedding" not in streams.values():
+        raise BlockalgError(f"streams = {streams!r}: a mapping of stream to one of "
+                            f"{list(STREAM_INITS)}, with at least one 'embedding'")
+    if len(streams) > 1 and head is None:
+        raise BlockalgError("a model of several streams needs a 'head' combining them")
+    if head is not None:
+        if not isinstance(head, nx.DiGraph):
+            raise BlockalgError("'head' must be a graph")
+        try:
+            validate_block(head, head=True)
+        except BlockalgError as e:
+            raise BlockalgError(f"head: {e}") from None
+        if set(stream_nodes(head)) != set(streams):
+            raise BlockalgError(f"head: inputs {sorted(stream_nodes(head))} are not the streams "
+                                f"{list(streams)}")
+    if not graph.graph.get("segments") and set(stream_nodes(graph)) != set(streams):
+        raise BlockalgError(f"the block's streams {sorted(stream_nodes(graph))} are not the model's "
+                            f"{list(streams)}")
+
+
 def _check_model_attributes(graph) -> None:
+    _check_streams(graph)
     final = final_norm(graph)
     if final is not None:
         op, attrs = final
@@ -346,6 +394,11 @@ def model_nodes(graph) -> list[ModelNode]:
             op, attrs = node_op(block, node)
             nodes.append(ModelNode(f"{segment_prefix(graph, i)}.{node}", op, attrs,
                                    block.in_degree(node), count))
+    head = graph.graph.get("head")
+    if head is not None:
+        for node in nx.topological_sort(head):
+            op, attrs = node_op(head, node)
+            nodes.append(ModelNode(f"head.{node}", op, attrs, head.in_degree(node), one))
     final = final_norm(graph)
     if final is not None:
         op, attrs = final
@@ -373,11 +426,14 @@ def edge_width(graph, u, v) -> sp.Expr:
 
 def to_data(graph) -> dict:
     """The block (or stack) as node-link data, ready for JSON."""
-    spec = graph.graph.get("segments")
-    if spec:
+    spec, head = graph.graph.get("segments"), graph.graph.get("head")
+    if spec or head is not None:
         graph = graph.copy()
+    if spec:
         graph.graph["segments"] = [{"layers": str(seg["layers"]), "block": to_data(seg["block"])}
                                    for seg in spec]
+    if head is not None:
+        graph.graph["head"] = to_data(head)
     return nx.node_link_data(graph, edges="edges")
 
 
@@ -428,4 +484,6 @@ def block_from_data(data, default_name: str = "block") -> nx.DiGraph:
         graph.graph["segments"] = [
             {**seg, "block": block_from_data(seg.get("block"), f"{default_name}.segment{i}")}
             if isinstance(seg, dict) else seg for i, seg in enumerate(spec)]
+    if isinstance(graph.graph.get("head"), dict):
+        graph.graph["head"] = block_from_data(graph.graph["head"], f"{default_name}.head")
     return graph

@@ -177,9 +177,11 @@ def _optional(flag: bool, key: str, count) -> dict[str, sp.Expr]:
 
 @register
 class Input(OpKind):
-    """The block's input: the residual stream entering the block (the graph's one source)."""
+    """The block's input: a residual stream entering the block (one per ``stream``; most blocks
+    carry one stream, ``x``)."""
 
     name, role, arity = "input", INPUT, (0, 0)
+    attributes = {"stream": ("x", str)}
 
     def module(self, attrs, dims):
         return None
@@ -187,9 +189,10 @@ class Input(OpKind):
 
 @register
 class Output(OpKind):
-    """The block's output (the graph's one sink): passes its one input through."""
+    """A block's output for one ``stream``: passes its one input through."""
 
     name, role, arity = "output", OUTPUT, (1, 1)
+    attributes = {"stream": ("x", str)}
 
     def module(self, attrs, dims):
         return _nn().Identity()

@@ -166,7 +166,11 @@ def graph_to_text(graph) -> str:
         lines.append(f"  {node} = {_label(graph, node)}({inputs})" if inputs
                      else f"  {node} = {_label(graph, node)}")
     meta = {k: graph.graph.get(k) for k in ("final_norm", "positions", "tied_embeddings", "init")}
+    if graph.graph.get("streams"):
+        meta["streams"] = graph.graph["streams"]
     lines.append("model: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
+    if graph.graph.get("head") is not None:
+        lines += ["head:", *graph_to_text(graph.graph["head"]).splitlines()[1:-1]]
     return "\n".join(lines)
 
 

@@ -363,3 +363,30 @@ def b2t() -> nx.DiGraph:
     h = b.node("ln_1", "layernorm", b.node("add_1", "add", x, b.node("attn", "attention", x)))
     b.output(b.node("ln_2", "layernorm", b.node("add_2", "add", x, h, b.node("ffn", "ffn", h))))
     return b.graph()
+
+
+@variant("resi-dual", aliases=("residual-dual", "resi_dual", "residual"),
+         equations=("x_a' = LN(h + FFN(h)), h = LN(x_a + Attn(x_a))",
+                    "x_d' = x_d + Attn(x_a) + FFN(h)", "x_a starts as the embedding, x_d at 0",
+                    "out = x_a + LN(x_d)"),
+         reference="Xie et al. 2023, 'ResiDual: Transformer with Dual Residual Connections'")
+def resi_dual() -> nx.DiGraph:
+    """ResiDual: a post-LN stream (``a``) plus a dual stream (``d``) that accumulates every
+    sublayer's output un-normalised, as pre-LN's stream does; the head adds LN(x_d) to x_a. Two
+    carried streams: path statistics come from a 2×2 transfer matrix."""
+    b = BlockBuilder("resi-dual", positions="learned", streams={"a": "embedding", "d": "zero"},
+                     head=_resi_dual_head())
+    x_a, x_d = b.input("x_a", stream="a"), b.input("x_d", stream="d")
+    attn = b.node("attn", "attention", x_a)
+    h = b.node("ln_1", "layernorm", b.node("add_1", "add", x_a, attn))
+    ffn = b.node("ffn", "ffn", h)
+    b.output(b.node("ln_2", "layernorm", b.node("add_2", "add", h, ffn)), "out_a", stream="a")
+    b.output(b.node("add_d", "add", x_d, attn, ffn), "out_d", stream="d")
+    return b.graph()
+
+
+def _resi_dual_head() -> nx.DiGraph:
+    b = BlockBuilder("resi-dual.head")
+    x_a, x_d = b.input("x_a", stream="a"), b.input("x_d", stream="d")
+    b.output(b.node("add", "add", x_a, b.node("ln_d", "layernorm", x_d)))
+    return b.graph(head=True)

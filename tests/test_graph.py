@@ -69,7 +69,7 @@ def test_missing_source_and_sink(tmp_path):
     data = pre_ln_data()
     data["nodes"].append({"id": "out2", "op": "output"})
     data["edges"].append({"source": "add_2", "target": "out2"})
-    assert "exactly one 'output' node, found 2" in error_of(data, tmp_path)
+    assert "exactly one 'output' node per stream, found 2" in error_of(data, tmp_path)
 
 
 def test_bad_attribute_is_named(tmp_path):

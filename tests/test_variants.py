@@ -115,3 +115,16 @@ def test_a_stack_round_trips_through_json_and_validates(tmp_path):
     assert analyze(loaded, preset="gpt2-medium").values == analyze("mix-ln", preset="gpt2-medium").values
     with pytest.raises(BlockalgError, match="segments cover"):
         stack("bad", [(get("pre-ln"), "L/2")])
+
+
+def test_resi_dual_carries_two_streams_in_closed_form(tmp_path):
+    from blockalg import load_block, save_block
+
+    stats = path_stats(get("resi-dual"))
+    e = stats.expressions
+    # per block: a→a n²(1+a)(1+f), a→d a + n(1+a)f, d→d 1; head: x_a + LN(x_d)
+    assert sp.simplify(e["count"] - (2 ** (2 * L + 1) - 1)) == 0
+    assert e["shortest.norms"] == 1 and e["longest.norms"] == 2 * L  # the dual stream's shortcut
+    assert sum(stats.distribution(3).values()) == 2 * 4**3 - 1
+    save_block(get("resi-dual"), tmp_path / "r.json")
+    assert path_stats(load_block(tmp_path / "r.json")).at(12) == stats.at(12)

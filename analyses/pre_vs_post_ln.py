@@ -14,7 +14,7 @@ import sys
 
 from blockalg import analyze
 from blockalg.analyze import quantity_keys
-from blockalg.gradients import HEADLINE, gradient_norms
+from blockalg.gradients import gradient_norms
 from blockalg.plots import gradient_norms as gradient_figure
 from blockalg.plots import path_distribution
 from blockalg.presets import resolve_dims
@@ -44,11 +44,11 @@ def numbers_table(presets) -> Table:
 def gradient_table(results) -> Table:
     """‖∇W‖ of the FFN's W2 per layer, mean over seeds, 3 significant digits."""
     layers = len(results[0].residual[0])
-    rows = [[str(l + 1), *(f"{r.mean(r.weights[HEADLINE])[l]:.3g}" for r in results)]
+    rows = [[str(l + 1), *(f"{r.mean(r.weights[r.headline])[l]:.3g}" for r in results)]
             for l in range(layers)]
-    rows.append(["last/first", *(f"{r.trend(r.weights[HEADLINE]):.3g}" for r in results)])
+    rows.append(["last/first", *(f"{r.trend(r.weights[r.headline]):.3g}" for r in results)])
     rows.append(["residual last/first", *(f"{r.trend(r.residual):.3g}" for r in results)])
-    return Table(f"‖∇W‖ of {HEADLINE} at init, per layer (mean over {len(results[0].seeds)} seeds)",
+    return Table(f"‖∇W‖ of {results[0].headline} at init, per layer (mean over {len(results[0].seeds)} seeds)",
                  ["layer", *(r.name for r in results)], rows)
 
 
@@ -88,7 +88,7 @@ def build(quick: bool = False) -> ReportFolder:
            f"![gradient norms]({folder.add_figure('figures/gradients', gradient_figure(results))})", ""]
     folder.add_json("data.json", {
         "presets": {p: {v: analyze(v, preset=p).to_dict() for v in VARIANTS} for p in presets},
-        "gradients": {r.name: {"ffn.proj_mean": [_digits(x) for x in r.mean(r.weights[HEADLINE])],
+        "gradients": {r.name: {"ffn.proj_mean": [_digits(x) for x in r.mean(r.weights[r.headline])],
                                "residual_mean": [_digits(x) for x in r.mean(r.residual)]}
                       for r in results}})
     md += READING

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .analyze import evaluate
+from .errors import BlockalgError
 from .expr import numeric_value
 from .graph import edge_scale, model_nodes, model_streams, segments, stream_nodes
 from .nn import INITS
@@ -128,6 +129,8 @@ def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRES
     """
     graph = variant if isinstance(variant, nx.DiGraph) else get(variant)
     dims = resolve_dims(preset, overrides) if dims is None else dims
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise BlockalgError("--device cuda: no CUDA device is available here")
     if seed is not None:
         torch.manual_seed(seed)
     with torch.device(device):

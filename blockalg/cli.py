@@ -84,6 +84,8 @@ def resolve_inputs(variants, preset, assignments, hf_config):
         from .hf import from_hf_config
 
         model = from_hf_config(hf_config, **overrides)
+        if preset != DEFAULT_PRESET:
+            click.echo(f"note: --hf-config gives the dimensions; --preset {preset} is not used", err=True)
         for line in model.not_modeled:
             click.echo(f"note: {hf_config}: not modelled: {line}", err=True)
         graphs.append(model.graph)
@@ -271,7 +273,8 @@ def paths_command(variants, preset, layers, hf_config, detail, fmt):
               show_default=True, help="Std of the weight init (GPT-2: 0.02; try d_model**-0.5).")
 @click.option("--residual-scaling/--no-residual-scaling", default=True, show_default=True,
               help="GPT-2's 1/sqrt(2L) on the residual projections' init.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Save a figure (PNG/SVG/PDF).")
+@click.option("--plot", type=click.Path(dir_okay=False), callback=lambda ctx, param, value:
+              _figure_path(value), help="Save a figure (.png, .svg or .pdf).")
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
               show_default=True, help="Output format.")
 def gradients_command(variants, preset, assignments, hf_config, device, seeds, batch, init_std,
@@ -281,7 +284,7 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
     Expected: post-LN gradient norms grow toward the output layers, pre-LN stay roughly flat.
     What this run measures is printed as measured.
     """
-    from .gradients import HEADLINE, gradient_norms, plot_gradient_norms
+    from .gradients import gradient_norms, plot_gradient_norms
 
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
     with progress(graphs, "measuring") as bar:
@@ -296,19 +299,26 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
                                "init_std": init_std, "residual_scaling": residual_scaling,
                                "variants": [r.to_dict() for r in results]}, indent=2))
         return
-    for title, pick in ((f"‖∇W‖ of {HEADLINE} (FFN W2)", lambda r: r.weights[HEADLINE]),
+    for title, pick in (("‖∇W‖ of the FFN's W2", lambda r: r.weights[r.headline]),
                         ("‖∂loss/∂x_l‖ at block input (residual stream)", lambda r: r.residual)):
         headers = ["layer", *(r.name for r in results)]
         columns = [(r.mean(pick(r)), r.std(pick(r))) for r in results]
         rows = [[str(layer + 1), *(f"{m[layer]:.4g} ± {s[layer]:.2g}" for m, s in columns)]
                 for layer in range(dims["n_layers"])]
-        rows.append(["last/first", *(f"{r.trend(pick(r)):.3g}" for r in results)])
+        rows.append(["last/first", *("n/a" if r.trend(pick(r)) is None else f"{r.trend(pick(r)):.3g}"
+                                     for r in results)])
         scaling = "" if residual_scaling else " without residual scaling"
         click.echo(Table(f"{title} · preset {preset}, init std {init_std:g}{scaling}, {seeds} seeds, "
                          f"batch {batch} (mean ± std)", headers, rows).render(fmt))
         click.echo()
     click.echo("Expected (Xiong et al. 2020): post-LN grows toward the output (last/first > 1), "
                "pre-LN stays roughly flat (≈ 1).")
+
+
+def _figure_path(value):
+    if value is not None and not value.lower().endswith((".png", ".svg", ".pdf")):
+        raise click.BadParameter(f"{value}: the figure's name must end in .png, .svg or .pdf")
+    return value
 
 
 THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}

@@ -9,6 +9,10 @@ parentheses and ``sqrt``, ``floor``, ``ceiling``.
 2**(1/4)*n_layers**(1/4)
 >>> parse_expression("0.5")
 1/2
+>>> parse_expression("sqrt(-1)")
+Traceback (most recent call last):
+...
+blockalg.errors.BlockalgError: expression 'sqrt(-1)' is I: not a finite real number
 >>> parse_expression("__import__('os')")
 Traceback (most recent call last):
 ...
@@ -24,6 +28,7 @@ from .errors import BlockalgError
 from .symbols import DIMENSIONS, n_layers
 
 _NAMES = {**DIMENSIONS, "L": n_layers}
+MAX_EXPONENT = 64  # keeps '9**9**9' from hanging the parser
 _FUNCTIONS = {"sqrt": sp.sqrt, "floor": sp.floor, "ceiling": sp.ceiling}
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.Pow: operator.pow}
@@ -45,7 +50,10 @@ def parse_expression(text) -> sp.Expr:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError:
         raise BlockalgError(f"expression {text!r}: not valid arithmetic") from None
-    return _build(tree.body, text)
+    expr = _build(tree.body, text)
+    if expr.is_number and not (expr.is_real and expr.is_finite):
+        raise BlockalgError(f"expression {text!r} is {expr}: not a finite real number")
+    return expr
 
 
 def _build(node, text) -> sp.Expr:
@@ -58,7 +66,11 @@ def _build(node, text) -> sp.Expr:
         return _NAMES[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _build(node.left, text), _build(node.right, text)
+        if isinstance(node.op, ast.Pow) and right.is_number and abs(right) > MAX_EXPONENT:
+            raise BlockalgError(f"expression {text!r}: exponent {right} is too large")
         if isinstance(node.op, ast.Div):
+            if right == 0:
+                raise BlockalgError(f"expression {text!r}: division by zero")
             return left * right**-1
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):

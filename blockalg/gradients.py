@@ -10,8 +10,8 @@ the gradient per block), so it *grows toward the output*; in pre-LN it stays rou
 layers (the identity paths carry it unchanged). The measured numbers are reported as they come.
 
 >>> r = gradient_norms("pre-ln", preset="tiny", seeds=(0,))
->>> len(r.weights["ffn.proj"]), len(r.weights["ffn.proj"][0])
-(1, 2)
+>>> r.headline, len(r.weights["ffn.proj"]), len(r.weights["ffn.proj"][0])
+('ffn.proj', 1, 2)
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from .presets import resolve_dims
 from .variants import get
 
 DEFAULT_PRESET = "tiny-deep"
-#: The matrix Xiong et al. plot: W2 of the FFN (the FFN's output projection).
-HEADLINE = "ffn.proj"
+#: The module kinds whose output projection is the FFN's W2, the matrix Xiong et al. plot.
+FFN_OUTPUT = {"ffn": "proj", "ffn_down": "proj", "moe": "experts_proj"}
 
 
 @dataclass
@@ -41,6 +41,7 @@ class GradientNorms:
     losses: list[float]
     init_std: float = 0.02
     residual_scaling: bool = True
+    ffn_outputs: tuple[str, ...] = ()
 
     def mean(self, series: list[list[float]]) -> list[float]:
         return [statistics.fmean(column) for column in zip(*series)]
@@ -48,9 +49,16 @@ class GradientNorms:
     def std(self, series: list[list[float]]) -> list[float]:
         return [statistics.pstdev(column) for column in zip(*series)]
 
-    def trend(self, series: list[list[float]]) -> float:
-        """Mean over seeds of last layer / first layer: > 1 grows toward the output."""
-        return statistics.fmean(run[-1] / run[0] for run in series)
+    @property
+    def headline(self) -> str:
+        """The leaf to plot: the FFN's output projection (W2), else the last matrix."""
+        return next((leaf for leaf in self.weights if leaf in self.ffn_outputs), list(self.weights)[-1])
+
+    def trend(self, series: list[list[float]]) -> float | None:
+        """Mean over seeds of last layer / first layer: > 1 grows toward the output (None when
+        the first layer's gradient is exactly 0, as in ReZero at init)."""
+        ratios = [run[-1] / run[0] for run in series if run[0] != 0]
+        return statistics.fmean(ratios) if ratios else None
 
     def to_dict(self) -> dict:
         return {"name": self.name, "seeds": list(self.seeds), "init_std": self.init_std,
@@ -99,12 +107,14 @@ def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_P
         per_leaf = {}
         for layer in model.blocks:
             for name, p in layer.named_parameters():
-                if p.dim() == 2:
+                if p.dim() >= 2:
                     per_leaf.setdefault(name.removesuffix(".weight"), []).append(float(p.grad.norm()))
+        ffn_outputs = tuple(f"{node}.{leaf}" for node, module in model.blocks[0].named_children()
+                            if (leaf := FFN_OUTPUT.get(getattr(module, "kind", None))))
         for leaf, norms in per_leaf.items():
             weights.setdefault(leaf, []).append(norms)
     return GradientNorms(graph.graph["name"], dims, tuple(seeds), weights, residual, losses, init_std,
-                         residual_scaling)
+                         residual_scaling, ffn_outputs)
 
 
 def plot_gradient_norms(results: list[GradientNorms], path) -> None:
@@ -112,4 +122,4 @@ def plot_gradient_norms(results: list[GradientNorms], path) -> None:
     from .plots import gradient_norms as figure
     from .plots import save_figure
 
-    save_figure(figure(results, HEADLINE), path)
+    save_figure(figure(results), path)

@@ -44,7 +44,7 @@ from .errors import BlockalgError
 from .expr import parse_expression
 from .files import write_atomic
 from .ops import INPUT, NORM, OUTPUT, OpKind, get_op
-from .symbols import n_layers
+from .symbols import d_model, n_layers
 
 MODEL_DEFAULTS = {"final_norm": None, "positions": "learned", "tied_embeddings": True,
                   "init": "gpt2", "position_offset": 0, "streams": None, "head": None}
@@ -172,7 +172,13 @@ def _validate_stack(graph) -> nx.DiGraph:
         if not isinstance(segment, dict) or set(segment) != {"block", "layers"}:
             raise BlockalgError(f"segment {i}: expected {{'block': ..., 'layers': ...}}")
         try:
-            total += parse_expression(segment["layers"])
+            layers = parse_expression(segment["layers"])
+            for depth in range(1, 65):  # a count must be a whole, non-negative number of blocks
+                value = layers.subs(n_layers, depth)
+                if not value.is_Integer or value < 0:
+                    raise BlockalgError(f"layers = {segment['layers']} is {value} at L = {depth}; "
+                                        f"it must be a non-negative integer at every L")
+            total += layers
             block = segment["block"]
             if not isinstance(block, nx.DiGraph) or block.graph.get("segments"):
                 raise BlockalgError("'block' must be a block graph (not a stack)")
@@ -185,9 +191,26 @@ def _validate_stack(graph) -> nx.DiGraph:
     return graph
 
 
+#: Attribute names of torch modules and of blockalg's Block: a node cannot be called so, since
+#: nodes become submodules of the same name (tests check this list against torch).
+RESERVED_NODE_NAMES = frozenset("""
+    T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda
+    double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
+    get_submodule half inputs ipu load_state_dict modules mtia named_buffers named_children
+    named_modules named_parameters outputs parameters plan register_backward_hook
+    register_buffer register_forward_hook register_forward_pre_hook register_full_backward_hook
+    register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter
+    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state
+    set_submodule share_memory smart_apply state_dict to to_empty train training type xpu
+    zero_grad""".split())
+
+
 def _check_node(node, data) -> None:
     if not isinstance(node, str) or not _NODE_NAME.match(node):
         raise BlockalgError(f"node {node!r}: names must be identifiers (letters, digits, _)")
+    if node in RESERVED_NODE_NAMES:
+        raise BlockalgError(f"node '{node}': the name is taken by torch modules; choose another")
     if "op" not in data:
         raise BlockalgError(f"node '{node}' has no 'op' attribute")
     try:
@@ -288,7 +311,15 @@ def _check_streams(graph) -> None:
                             f"{list(streams)}")
 
 
+GRAPH_KEYS = {*MODEL_DEFAULTS, "name", "equations", "reference", "segments"}
+
+
 def _check_model_attributes(graph) -> None:
+    unknown = sorted(set(graph.graph) - GRAPH_KEYS)
+    if unknown:
+        raise BlockalgError(f"unknown graph attribute '{unknown[0]}' (known: {', '.join(sorted(GRAPH_KEYS))})")
+    if not isinstance(graph.graph.get("name", ""), str):
+        raise BlockalgError(f"name = {graph.graph['name']!r} must be a string")
     _check_streams(graph)
     final = final_norm(graph)
     if final is not None:
@@ -296,6 +327,8 @@ def _check_model_attributes(graph) -> None:
         if op.role != NORM:
             raise BlockalgError(f"final_norm: op '{op.name}' is not a norm")
         _check_attributes(f"final_norm ({op.name})", op, attrs)
+        if op.in_width(op.with_defaults(attrs)) != d_model:
+            raise BlockalgError("final_norm: it normalises the stream, its width is d_model")
     if graph.graph.get("positions", "learned") not in POSITIONS:
         raise BlockalgError(f"positions = {graph.graph['positions']!r} is not one of {list(POSITIONS)}")
     offset = graph.graph.get("position_offset", 0)

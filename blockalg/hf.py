@@ -76,7 +76,7 @@ def from_hf_config(config, **overrides) -> HFModel:
     """The block graph and dimensions of a Hugging Face config (path, dict or config object)."""
     cfg = _as_dict(config)
     model_type = cfg.get("model_type")
-    if model_type not in _ARCHITECTURES:
+    if not isinstance(model_type, str) or model_type not in _ARCHITECTURES:
         raise BlockalgError(f"model_type {model_type!r} is not supported "
                             f"(supported: {', '.join(supported_model_types())})")
     reader = _Reader(cfg)
@@ -179,7 +179,7 @@ _ACT = {"gelu": "gelu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu_f
 
 def _activation(r: _Reader, *names, default) -> str:
     act = r(*names, default=default)
-    if act not in _ACT:
+    if not isinstance(act, str) or act not in _ACT:
         raise BlockalgError(f"activation {act!r} is not modelled (known: {', '.join(_ACT)})")
     return _ACT[act]
 
@@ -278,6 +278,7 @@ def _falcon(r: _Reader):
     kv_new, lns = r("num_kv_heads", default=heads), r("num_ln_in_parallel_attn", default=2)
     multi_query, parallel_attn = r("multi_query", default=True), r("parallel_attn", default=True)
     if new_arch:
+        r.require(lns in (1, 2), f"num_ln_in_parallel_attn = {lns!r}")
         kv_heads, parallel = kv_new, lns
     else:
         kv_heads, parallel = (1 if multi_query else heads), (1 if parallel_attn else 0)

@@ -354,6 +354,8 @@ class AttentionOp(OpKind):
         return (SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + biases + qk_norm + rotary + head_scale
 
     def module(self, attrs, dims):
+        if attrs["rotary"] and dims["d_head"] % 2:
+            raise BlockalgError(f"rotary attention needs an even d_head, not {dims['d_head']}")
         return _nn().CausalSelfAttention(dims, bias=attrs["bias"], proj_bias=self.proj_bias(attrs),
                                          qk_norm=attrs["qk_norm"], rotary=attrs["rotary"],
                                          head_scale=attrs["head_scale"])

@@ -114,11 +114,12 @@ def path_distribution(stats_by_name, layers: int):
     return fig
 
 
-def gradient_norms(results, headline: str = "ffn.proj"):
-    """Two panels, log scale: ‖∇W‖ of ``headline`` per layer and ‖∂loss/∂x_l‖; mean ± std."""
+def gradient_norms(results):
+    """Two panels, log scale: ‖∇W‖ of each result's headline matrix (the FFN's W2) per layer and
+    ‖∂loss/∂x_l‖; mean ± std over seeds."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    panels = [(lambda r: r.weights[headline], f"‖∇W‖ of {headline}"),
+    panels = [(lambda r: r.weights[r.headline], "‖∇W‖ of the FFN's W₂"),
               (lambda r: r.residual, "‖∂loss/∂x_l‖ at block input")]
     for ax, (series_of, title) in zip(axes, panels):
         for i, r in enumerate(results):

@@ -68,10 +68,12 @@ class Table:
         return "\n".join(lines)
 
     def to_csv(self) -> str:
+        """CSV with plain integers (no thousands separators), so a spreadsheet reads numbers."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(self.headers)
-        writer.writerows(self.rows)
+        writer.writerows([[c.replace(",", "") if _is_formatted_int(str(c)) else c for c in row]
+                          for row in self.rows])
         return out.getvalue().rstrip("\n")
 
 

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import sympy as sp
 
-from .render import Table, _is_formatted_int, graph_to_mermaid
+from .errors import BlockalgError
+from .render import Table, graph_to_mermaid
 from .symbols import LATEX_NAMES
 
 TEXT_SUFFIXES = {".md", ".tex", ".csv", ".json", ".txt", ".mmd"}
+MARKER = ".blockalg-report"  # marks a folder blockalg wrote, so rewriting it may replace it
 FIGURE_FORMATS = ("png", "svg")
 
 
@@ -47,9 +50,7 @@ class ReportFolder:
         markdown = table.to_markdown()
         self.add_text(f"{stem}.md", f"**{table.title}**\n\n{markdown}")
         self.add_text(f"{stem}.tex", table.to_latex(self.thousands))
-        csv_table = Table(table.title, table.headers,
-                          [[_plain_number(c) for c in row] for row in table.rows], align=table.align)
-        self.add_text(f"{stem}.csv", csv_table.to_csv())
+        self.add_text(f"{stem}.csv", table.to_csv())
         return markdown
 
     def add_figure(self, stem: str, fig) -> str:
@@ -63,10 +64,14 @@ class ReportFolder:
 
     def write(self, out) -> Path:
         """Replace the folder ``out`` with these files (temporary folder + rename)."""
-        out = Path(out)
+        out = Path(out).resolve()
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
+            raise BlockalgError(f"{out}: exists and was not written by blockalg; choose a new or "
+                                f"empty folder")
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
         try:
+            (staging / MARKER).write_text("written by blockalg; the whole folder is replaced on rewrite\n")
             for name, data in self.files.items():
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 (staging / name).write_bytes(data)
@@ -90,10 +95,6 @@ class ReportFolder:
         on_disk = {str(p.relative_to(out)) for p in out.rglob("*")
                    if p.is_file() and p.suffix in TEXT_SUFFIXES} if out.is_dir() else set()
         return sorted(differ + [n for n in on_disk - set(texts)])
-
-
-def _plain_number(cell: str) -> str:
-    return cell.replace(",", "") if _is_formatted_int(cell) else cell
 
 
 def latex_math(expr) -> str:
@@ -148,7 +149,7 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
                f"![gradient norms]({folder.add_figure('figures/gradients', plots.gradient_norms(results))})", ""]
     md += ["## Block graphs", ""]
     for g in graphs:
-        name = g.graph["name"]
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", g.graph["name"]).strip(".") or "block"
         folder.add_text(f"graphs/{name}.mmd", graph_to_mermaid(g))
         png = folder.add_figure(f"figures/graph_{name}", plots.block_drawing(g))
         md += [f"### {name}", "", "; ".join(g.graph.get("equations", [])), "",

@@ -44,9 +44,11 @@ def test_compare_formats(fmt, marker):
     assert result.exit_code == 0 and marker in result.output
 
 
-def test_compare_csv_holds_exact_integers():
-    result = run("compare", "pre-ln", "--preset", "gpt2-small", "--format", "csv")
-    assert '"124,439,808"' in result.output or "124439808" in result.output.replace(",", "")
+def test_compare_csv_holds_plain_exact_integers():
+    result = run("compare", "pre-ln", "post-ln", "--preset", "gpt2-small", "--format", "csv")
+    lines = result.output.splitlines()
+    assert "params.total,124439808,124438272,-1536" in lines
+    assert "flops.forward_matmul,291648307200,291648307200,+0" in lines
 
 
 def test_compare_symbolic_shows_closed_forms():

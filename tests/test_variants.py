@@ -114,7 +114,7 @@ def test_a_stack_round_trips_through_json_and_validates(tmp_path):
     loaded = load_block(tmp_path / "mix.json")
     assert analyze(loaded, preset="gpt2-medium").values == analyze("mix-ln", preset="gpt2-medium").values
     with pytest.raises(BlockalgError, match="segments cover"):
-        stack("bad", [(get("pre-ln"), "L/2")])
+        stack("bad", [(get("pre-ln"), "L - 1")])
 
 
 def test_resi_dual_carries_two_streams_in_closed_form(tmp_path):

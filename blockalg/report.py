@@ -70,6 +70,9 @@ class ReportFolder:
                                 f"empty folder")
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a report is not
         try:
             (staging / MARKER).write_text("written by blockalg; the whole folder is replaced on rewrite\n")
             for name, data in self.files.items():

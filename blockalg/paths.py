@@ -111,16 +111,25 @@ def terms_product(p: dict, q: dict) -> dict:
     return out
 
 
-def terms_power(p: dict, k: int) -> dict:
-    """``p**k`` by repeated squaring."""
-    result, base = {(0, 0, 0): 1}, p
+def power(base, k: int, multiply, one):
+    """``base**k`` by repeated squaring, for any ``multiply`` with identity ``one``.
+
+    >>> power(3, 5, lambda x, y: x * y, 1)
+    243
+    """
+    result = one
     while k:
         if k & 1:
-            result = terms_product(result, base)
+            result = multiply(result, base)
         k >>= 1
         if k:
-            base = terms_product(base, base)
+            base = multiply(base, base)
     return result
+
+
+def terms_power(p: dict, k: int) -> dict:
+    """``p**k`` in term form."""
+    return power(p, k, terms_product, {(0, 0, 0): 1})
 
 
 def expr_to_terms(expr) -> dict:
@@ -337,14 +346,7 @@ def _int_poly_mul(p: list[int], q: list[int]) -> list[int]:
 
 
 def _int_poly_pow(p: list[int], k: int) -> list[int]:
-    result, base = [1], p
-    while k:
-        if k & 1:
-            result = _int_poly_mul(result, base)
-        k >>= 1
-        if k:
-            base = _int_poly_mul(base, base)
-    return result
+    return power(p, k, _int_poly_mul, [1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,14 +485,8 @@ def _stream_terms(system: StreamSystem, layers: int) -> dict:
                             out[i][j][e] = out[i][j].get(e, 0) + c
         return out
 
-    result = [[{(0, 0, 0): 1} if i == j else {} for j in range(k)] for i in range(k)]
-    base = matrix
-    while layers:
-        if layers & 1:
-            result = product(result, base)
-        layers >>= 1
-        if layers:
-            base = product(base, base)
+    identity = [[{(0, 0, 0): 1} if i == j else {} for j in range(k)] for i in range(k)]
+    result = power(matrix, layers, product, identity)
     total = {}
     for i in range(k):
         if system.start[i] == 0:

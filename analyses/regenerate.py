@@ -3,7 +3,8 @@
     python analyses/regenerate.py           # rewrite reports/<study>/ for every study
     python analyses/regenerate.py --check   # exit 1 if a committed text file differs
 
-The test suite runs the same drift check (tests/test_report.py and tests/test_study_*.py).
+The test suite runs the same drift check for the symbolic studies (tests/test_report.py and
+tests/test_study_*.py); the warm-up study trains for minutes, so the tests run its --quick mode.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blockalg.report import study_main  # noqa: E402
 
-STUDIES = ("pre_vs_post_ln", "ffn_claims", "flop_formulas")
+STUDIES = ("pre_vs_post_ln", "ffn_claims", "flop_formulas", "warmup")  # warmup: ~3 min of training
 
 
 def main(argv=None) -> int:

@@ -57,7 +57,18 @@ def resolve_inputs(variants, preset, assignments, hf_config):
     graphs += [get(name) for name in variants if name.lower() != "vs"]
     if not graphs:
         raise BlockalgError("no variant given (try: blockalg variants, or --hf-config PATH)")
-    return graphs, dims, label
+    return _distinct_names(graphs), dims, label
+
+
+def _distinct_names(graphs):
+    """Results are keyed by name: a second graph called like an earlier one becomes ``name-2``."""
+    seen = {}
+    for graph in graphs:
+        name = graph.graph.get("name", "block")
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            graph.graph["name"] = f"{name}-{seen[name]}"
+    return graphs
 
 
 def device_option(command):

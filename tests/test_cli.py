@@ -123,3 +123,10 @@ def test_console_script_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "blockalg", "compare", "pre-ln", "--preset", "tiny",
                           "--format", "json"], capture_output=True, text=True)
     assert out.returncode == 0 and json.loads(out.stdout)["preset"] == "tiny"
+
+
+def test_two_graphs_of_the_same_name_stay_apart(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(run("show", "pre-ln", "--format", "json").output)  # a file that calls itself pre-ln
+    data = json.loads(run("compare", "pre-ln", str(path), "--format", "json").output)
+    assert [v["name"] for v in data["variants"]] == ["pre-ln", "pre-ln-2"]

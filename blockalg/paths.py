@@ -170,15 +170,6 @@ def final_polynomial(graph) -> sp.Expr:
     return ROLE_MARK.get(final[0].role, 1) if final else sp.Integer(1)
 
 
-def model_polynomial(graph, scaled: bool = False) -> sp.Expr:
-    """The model's generating function: the product over segments of ``T_i**count_i`` (``T**L``
-    for one block kind) times the final norm's factor, closed form in ``n_layers``."""
-    product = final_polynomial(graph)
-    for block, count in segments(graph):
-        product *= block_polynomial(block, scaled) ** count
-    return product
-
-
 def _degrees(poly_expr, marks) -> list[int]:
     """The total degree in ``marks`` of every monomial of ``poly_expr``."""
     p = sp.Poly(sp.expand(poly_expr), n, a, f)

@@ -2,7 +2,6 @@
 
 import json
 import math
-import time
 
 import networkx as nx
 import pytest
@@ -95,12 +94,11 @@ def test_compare_json_paths_contract_at_gpt2_small():
 
 
 def test_deep_models_are_never_unrolled():
-    """4^200 paths: enumerating them cannot finish; the closed form answers at once."""
-    start = time.perf_counter()
+    """4^200 paths: enumerating them could not finish in the suite's runtime; the closed form
+    answers at once."""
     at = path_stats(get("pre-ln")).at(200)
     assert at["count"] == 4**200 and at["longest"] == {"norms": 401, "sublayers": 400}
     assert path_stats(get("pre-ln")).distribution(200)[200] == math.comb(400, 200)
-    assert time.perf_counter() - start < 30  # generous: it takes well under a second here
 
 
 def test_paths_command_at_1000_layers():

@@ -392,6 +392,9 @@ def process_group(world: World, device: str):
     dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
     try:
         yield world
+        # NB: without this barrier a rank that finished sending (gather_object) could tear its
+        # connections down while rank 0 still receives, and gloo aborts the job (seen here).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

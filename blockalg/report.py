@@ -19,11 +19,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import sympy as sp
-
 from .errors import BlockalgError
 from .render import Table, graph_to_mermaid
-from .symbols import LATEX_NAMES
+from .tables import written
 
 TEXT_SUFFIXES = {".md", ".tex", ".csv", ".json", ".txt", ".mmd"}
 MARKER = ".blockalg-report"  # marks a folder blockalg wrote, so rewriting it may replace it
@@ -102,7 +100,7 @@ class ReportFolder:
 
 def latex_math(expr) -> str:
     """A sympy expression as inline LaTeX with the papers' symbol names (L, d, s, V...)."""
-    return f"${sp.latex(expr, symbol_names=LATEX_NAMES)}$"
+    return written(expr, "latex")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +139,7 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
     md += ["## Closed forms", "", "Defaults applied where the last preset satisfies them "
            "(d_ff = 4d, d_head = d/h).", "", folder.add_table("tables/closed_forms", closed), ""]
     folder.add_text("closed_forms.tex", "\n".join(
-        f"% {a.name}: {key}\n\\[ {sp.latex(a.closed_form(key), symbol_names=LATEX_NAMES)} \\]"
+        f"% {a.name}: {key}\n\\[ {latex_math(a.closed_form(key)).strip('$')} \\]"
         for a in analyses for key in quantity_keys()))
     if empirical:
         from .gradients import gradient_norms

@@ -26,6 +26,7 @@ import networkx as nx
 from .errors import BlockalgError
 from .graph import BlockBuilder
 from .presets import resolve_dims
+from .variants import pre_norm_block
 
 
 @dataclass
@@ -150,29 +151,6 @@ def _dims(r: _Reader, *, d_model, n_heads, n_layers, n_ctx, d_ff, n_kv_heads=Non
     return dims
 
 
-def _pre_norm_block(b: BlockBuilder, norm: str, attn_attrs: dict, ffn: tuple[str, dict],
-                    norm_attrs: dict | None = None, parallel: int = 0, post_norms: bool = False):
-    """The decoder blocks of most HF models: pre-norm sequential, or parallel with ``parallel``
-    (1 or 2) input norms; ``post_norms`` adds a norm on each branch output (Gemma 2)."""
-    norm_attrs = norm_attrs or {}
-    x = b.input()
-    ffn_op, ffn_attrs = ffn
-    if parallel:
-        h1 = b.node("ln_1", norm, x, **norm_attrs)
-        h2 = h1 if parallel == 1 else b.node("ln_2", norm, x, **norm_attrs)
-        b.output(b.node("add", "add", x, b.node("attn", "attention", h1, **attn_attrs),
-                        b.node("ffn", ffn_op, h2, **ffn_attrs)))
-        return
-    attn = b.node("attn", "attention", b.node("ln_1", norm, x, **norm_attrs), **attn_attrs)
-    if post_norms:
-        attn = b.node("ln_1_post", norm, attn, **norm_attrs)
-    y = b.node("add_1", "add", x, attn)
-    ffn = b.node("ffn", ffn_op, b.node("ln_2", norm, y, **norm_attrs), **ffn_attrs)
-    if post_norms:
-        ffn = b.node("ln_2_post", norm, ffn, **norm_attrs)
-    b.output(b.node("add_2", "add", y, ffn))
-
-
 _ACT = {"gelu": "gelu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu",
         "relu": "relu", "silu": "silu", "swish": "silu"}
 
@@ -189,7 +167,7 @@ def _gpt2(r: _Reader):
     r.require(not r("add_cross_attention", default=False), "add_cross_attention")
     d = r("n_embd", "hidden_size")
     b = BlockBuilder("gpt2", final_norm="layernorm", tied_embeddings=r("tie_word_embeddings", default=True))
-    _pre_norm_block(b, "layernorm", {}, ("ffn", {"activation": _activation(r, "activation_function", default="gelu_new")}))
+    pre_norm_block(b, "layernorm", {}, ("ffn", {"activation": _activation(r, "activation_function", default="gelu_new")}))
     return b.graph(), _dims(r, d_model=d, n_heads=r("n_head"), n_layers=r("n_layer"),
                             n_ctx=r("n_positions"), d_ff=r("n_inner", default=None) or 4 * d)
 
@@ -200,7 +178,7 @@ def _gpt_neox(r: _Reader):
     bias = r("attention_bias", default=True)
     b = BlockBuilder("gpt_neox", final_norm="layernorm", positions="none",
                      tied_embeddings=r("tie_word_embeddings", default=False))
-    _pre_norm_block(b, "layernorm", {"bias": bias, "rotary": True},
+    pre_norm_block(b, "layernorm", {"bias": bias, "rotary": True},
                     ("ffn", {"activation": _activation(r, "hidden_act", default="gelu")}),
                     parallel=2 if r("use_parallel_residual", default=True) else 0)
     return b.graph(), _dims(r, d_model=r("hidden_size"), n_heads=r("num_attention_heads"),
@@ -235,7 +213,7 @@ def _llama_family(r: _Reader):
         ffn_node = b.node("ffn", ffn[0], y, **ffn[1])
         b.output(b.node("add_2", "add", y, b.node("ln_2", "rmsnorm", ffn_node)))
     else:
-        _pre_norm_block(b, "rmsnorm", attn, ffn, post_norms=model_type == "gemma2")
+        pre_norm_block(b, "rmsnorm", attn, ffn, post_norms=model_type == "gemma2")
     heads = r("num_attention_heads")
     extra = {"n_experts": r("num_local_experts", default=8), "top_k": r("num_experts_per_tok", default=2)} \
         if model_type == "mixtral" else {}
@@ -260,7 +238,7 @@ def _opt(r: _Reader):
     attn = {"bias": bias}
     ffn = {"activation": _activation(r, "activation_function", default="relu"), "bias": bias}
     if pre:
-        _pre_norm_block(b, "layernorm", attn, ("ffn", ffn))
+        pre_norm_block(b, "layernorm", attn, ("ffn", ffn))
     else:  # OPT-350m: post-LN
         x = b.input()
         y = b.node("ln_1", "layernorm", b.node("add_1", "add", x, b.node("attn", "attention", x, **attn)))
@@ -286,7 +264,7 @@ def _falcon(r: _Reader):
     bias = r("bias", default=False)
     b = BlockBuilder("falcon", final_norm="layernorm", positions="none",
                      tied_embeddings=r("tie_word_embeddings", default=True))
-    _pre_norm_block(b, "layernorm", {"bias": bias, "rotary": True},
+    pre_norm_block(b, "layernorm", {"bias": bias, "rotary": True},
                     ("ffn", {"activation": _activation(r, "activation", default="gelu"), "bias": bias}),
                     parallel=parallel)
     return b.graph(), _dims(r, d_model=d, n_heads=heads, n_layers=r("num_hidden_layers"),

@@ -87,6 +87,31 @@ def get(name_or_path) -> nx.DiGraph:
     return lookup(name_or_path).graph()
 
 
+def pre_norm_block(b: BlockBuilder, norm: str, attn_attrs: dict, ffn: tuple[str, dict],
+                    norm_attrs: dict | None = None, parallel: int = 0, post_norms: bool = False):
+    """Build into ``b`` the pre-norm decoder block most models share: sequential, or parallel
+    with ``parallel`` (1 or 2) input norms; ``post_norms`` adds a norm on each branch output
+    (sandwich/peri-LN, Gemma 2). The catalog and :mod:`blockalg.hf` both use it."""
+    norm_attrs = norm_attrs or {}
+    x = b.input()
+    ffn_op, ffn_attrs = ffn
+    if parallel:
+        h1 = b.node("ln_1", norm, x, **norm_attrs)
+        h2 = h1 if parallel == 1 else b.node("ln_2", norm, x, **norm_attrs)
+        b.output(b.node("add", "add", x, b.node("attn", "attention", h1, **attn_attrs),
+                        b.node("ffn", ffn_op, h2, **ffn_attrs)))
+        return
+    attn = b.node("attn", "attention", b.node("ln_1", norm, x, **norm_attrs), **attn_attrs)
+    if post_norms:
+        attn = b.node("ln_1_post", norm, attn, **norm_attrs)
+    y = b.node("add_1", "add", x, attn)
+    ffn = b.node("ffn", ffn_op, b.node("ln_2", norm, y, **norm_attrs), **ffn_attrs)
+    if post_norms:
+        ffn = b.node("ln_2_post", norm, ffn, **norm_attrs)
+    b.output(b.node("add_2", "add", y, ffn))
+
+
+
 # ---------------------------------------------------------------------------------------------
 # The catalog. Node names are the torch submodule names (blocks.<i>.<node>).
 
@@ -102,10 +127,7 @@ def pre_ln() -> nx.DiGraph:
     layer through an identity path, which is why it trains without learning-rate warm-up.
     """
     b = BlockBuilder("pre-ln", final_norm="layernorm")
-    x = b.input()
-    y = b.node("add_1", "add", x, b.node("attn", "attention", b.node("ln_1", "layernorm", x)))
-    out = b.node("add_2", "add", y, b.node("ffn", "ffn", b.node("ln_2", "layernorm", y)))
-    b.output(out)
+    pre_norm_block(b, "layernorm", {}, ("ffn", {}))
     return b.graph()
 
 
@@ -169,11 +191,7 @@ def peri_ln() -> nx.DiGraph:
 
 def _sandwich(name, norm) -> nx.DiGraph:
     b = BlockBuilder(name, final_norm=norm)
-    x = b.input()
-    attn = b.node("attn", "attention", b.node("ln_1", norm, x))
-    y = b.node("add_1", "add", x, b.node("ln_1_post", norm, attn))
-    ffn = b.node("ffn", "ffn", b.node("ln_2", norm, y))
-    b.output(b.node("add_2", "add", y, b.node("ln_2_post", norm, ffn)))
+    pre_norm_block(b, norm, {}, ("ffn", {}), post_norms=True)
     return b.graph()
 
 
@@ -274,9 +292,7 @@ def rezero() -> nx.DiGraph:
 def parallel() -> nx.DiGraph:
     """Parallel block with one shared LayerNorm: attention and FFN run side by side."""
     b = BlockBuilder("parallel", final_norm="layernorm")
-    x = b.input()
-    h = b.node("ln_1", "layernorm", x)
-    b.output(b.node("add", "add", x, b.node("attn", "attention", h), b.node("ffn", "ffn", h)))
+    pre_norm_block(b, "layernorm", {}, ("ffn", {}), parallel=1)
     return b.graph()
 
 
@@ -286,10 +302,7 @@ def parallel() -> nx.DiGraph:
 def parallel_2ln() -> nx.DiGraph:
     """Parallel block with a LayerNorm for each branch (GPT-NeoX, Pythia)."""
     b = BlockBuilder("parallel-2ln", final_norm="layernorm")
-    x = b.input()
-    attn = b.node("attn", "attention", b.node("ln_1", "layernorm", x))
-    ffn = b.node("ffn", "ffn", b.node("ln_2", "layernorm", x))
-    b.output(b.node("add", "add", x, attn, ffn))
+    pre_norm_block(b, "layernorm", {}, ("ffn", {}), parallel=2)
     return b.graph()
 
 
@@ -316,11 +329,8 @@ def llama() -> nx.DiGraph:
     """LLaMA: pre-RMSNorm, rotary positions (no position table), SwiGLU FFN, no biases, untied
     unembedding; grouped-query attention through the n_kv_heads dimension (--set n_kv_heads=...)."""
     b = BlockBuilder("llama", final_norm="rmsnorm", positions="none", tied_embeddings=False)
-    x = b.input()
-    attn = b.node("attn", "attention", b.node("ln_1", "rmsnorm", x), bias=False, rotary=True)
-    y = b.node("add_1", "add", x, attn)
-    ffn = b.node("ffn", "ffn", b.node("ln_2", "rmsnorm", y), activation="silu", gated=True, bias=False)
-    b.output(b.node("add_2", "add", y, ffn))
+    pre_norm_block(b, "rmsnorm", {"bias": False, "rotary": True},
+                   ("ffn", {"activation": "silu", "gated": True, "bias": False}))
     return b.graph()
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nanogpt_reference import copy_weights, reference_for  # noqa: E402
 
 from blockalg import build_model  # noqa: E402
-from blockalg.presets import parse_assignments, resolve_dims  # noqa: E402
+from blockalg.graphs.presets import parse_assignments, resolve_dims  # noqa: E402
 
 CPU_DEFAULTS = ["d_model=256", "n_heads=8", "d_ff=1024", "n_layers=4", "n_ctx=256", "vocab=8192"]
 

@@ -19,11 +19,11 @@ from typing import Callable
 import sympy as sp
 
 from blockalg import analyze
-from blockalg.analyze import evaluate
-from blockalg.presets import PRESETS, resolve_dims
-from blockalg.render import Table, format_value
-from blockalg.report import ReportFolder, latex_math, study_main
-from blockalg.symbols import (
+from blockalg.graphs.expr import evaluate
+from blockalg.graphs.presets import PRESETS, resolve_dims
+from blockalg.output.render import Table, format_value
+from blockalg.output.report import ReportFolder, latex_math, study_main
+from blockalg.graphs.symbols import (
     batch,
     d_ff,
     d_head,
@@ -228,7 +228,7 @@ def values_table(formula: Formula, records, seq_lens) -> Table:
 
 def error_vs_seq_len_figure(records, presets, seq_lens):
     """One panel per FLOP formula: relative error against s, one line per preset."""
-    from blockalg.plots import STYLES, pyplot
+    from blockalg.output.plots import STYLES, pyplot
 
     plt = pyplot()
     flop_formulas = [f for f in FORMULAS if f.depends_on_seq_len]
@@ -257,7 +257,7 @@ def error_vs_seq_len_figure(records, presets, seq_lens):
 
 def error_vs_size_figure(records, presets, s):
     """Relative error against non-embedding parameters at one s, one line per FLOP formula."""
-    from blockalg.plots import STYLES, pyplot
+    from blockalg.output.plots import STYLES, pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)

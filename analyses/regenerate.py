@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from blockalg.report import study_main  # noqa: E402
+from blockalg.output.report import study_main  # noqa: E402
 
 STUDIES = ("pre_vs_post_ln", "ffn_claims", "flop_formulas", "warmup")  # warmup: ~3 min of training
 

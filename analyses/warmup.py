@@ -5,7 +5,7 @@
     python analyses/warmup.py --gpu            # a larger size on a lent GPU: reports/warmup_gpu/
 
 pre-LN, post-LN and hybrid-LN models built from the block graphs are trained on the byte-level
-text of CPython's pydoc topics (``blockalg.train``) at a few peak learning rates, each with and
+text of CPython's pydoc topics (``blockalg.model.train``) at a few peak learning rates, each with and
 without a linear warm-up, over several seeds. The report tabulates the final validation loss per
 variant × learning rate × warm-up, lists the divergences, draws the loss curves and states which
 of the paper's claims the numbers reproduce at this scale and which they do not.
@@ -23,10 +23,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 
-from blockalg.presets import resolve_dims
-from blockalg.render import Table
-from blockalg.report import ReportFolder, study_main
-from blockalg.train import (
+from blockalg.graphs.presets import resolve_dims
+from blockalg.output.render import Table
+from blockalg.output.report import ReportFolder, study_main
+from blockalg.model.train import (
     RunConfig,
     data_dims,
     data_summary,
@@ -190,9 +190,9 @@ def val_at(runs: list[dict], key: tuple, step: int) -> float | None:
 def init_gradients(s: Scale, runs: list[dict]) -> dict:
     """Last layer / first layer at initialisation, per variant: the whole block's gradient norm on
     the first training batch (from the runs), and the FFN's W₂ alone (the matrix of Xiong et al.'s
-    Fig. 3, from :func:`blockalg.gradients.gradient_norms` on random tokens, the study's seeds)."""
-    from blockalg.gradients import gradient_norms
-    from blockalg.variants import get
+    Fig. 3, from :func:`blockalg.model.gradients.gradient_norms` on random tokens, the study's seeds)."""
+    from blockalg.model.gradients import gradient_norms
+    from blockalg.graphs.variants import get
 
     out = {}
     for v in VARIANTS:
@@ -214,7 +214,7 @@ def largest_gradient(variant: str, s: Scale) -> list:
     import torch
 
     from blockalg import build_model
-    from blockalg.train import load_corpus, sample_batch
+    from blockalg.model.train import load_corpus, sample_batch
 
     model = build_model(variant, s.dims, seed=s.seeds[0])
     x, y = sample_batch(load_corpus("text").train, s.base.batch, s.dims["seq_len"],
@@ -375,7 +375,7 @@ def build(quick: bool = False, mode: str | None = None) -> ReportFolder:
     early = grid_table(s, f"Validation loss at step {step} (half-way), mean over seeds",
                        lambda v, lr, w: _cell(val_at(runs, (v, lr, w), step)))
     md = ["# Warm-up: pre-LN vs post-LN vs hybrid-LN in training (Xiong et al. 2020)", "",
-          "Produced by `python analyses/warmup.py` with `blockalg.train` "
+          "Produced by `python analyses/warmup.py` with `blockalg.model.train` "
           f"(`{s.label}` size). Each model is built from its block graph and trained as a "
           "byte-level language model on the English text of CPython's `pydoc_data.topics` "
           f"(90 % train: {refs['train_tokens']:,} bytes; 10 % validation: "
@@ -487,7 +487,7 @@ READING = {"full": [
 
 def main(argv=None) -> int:
     """``--gpu`` picks the GPU size (written to reports/warmup_gpu unless --out); the other
-    options are :func:`blockalg.report.study_main`'s."""
+    options are :func:`blockalg.output.report.study_main`'s."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--gpu", action="store_true")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)

@@ -9,7 +9,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 CELLS = [
     ("md", "# A tour of blockalg\n\nBlock variants as graphs, exact numbers from them, and the "
            "same graphs as torch models. Every object below displays itself."),
-    ("code", "import sympy\nimport blockalg\nfrom blockalg import variants, plots"),
+    ("code", "import sympy\nimport blockalg\nfrom blockalg import variants\nfrom blockalg.output import plots"),
     ("md", "## A block is a graph\n\n`variants.get` returns a `networkx.DiGraph` (displayed as its "
            "equations, a Mermaid diagram and a drawing)."),
     ("code", 'g = variants.get("pre-ln")\ng'),
@@ -19,7 +19,7 @@ CELLS = [
     ("code", 'c["pre-ln"].values["params.total"]'),
     ("md", "Expressions stay sympy objects, with `n_layers` symbolic, ready for `sympy.latex`."),
     ("code", 'a = c["pre-ln"]\na.closed_form("params.total")'),
-    ("code", 'sympy.latex(a.closed_form("flops.forward_matmul"), symbol_names=blockalg.symbols.LATEX_NAMES)'),
+    ("code", 'sympy.latex(a.closed_form("flops.forward_matmul"), symbol_names=blockalg.graphs.symbols.LATEX_NAMES)'),
     ("md", "## Gradient paths"),
     ("code", "a.paths"),
     ("code", "a.paths.at(12)"),
@@ -33,7 +33,7 @@ CELLS = [
              'parallel = b.graph()\nblockalg.analyze(parallel, preset="gpt2-small").paths.at(12)'),
     ("md", "## The same graph as a torch model, checked\n\nOn the meta device a model of any size "
            "is built in seconds, without memory."),
-    ("code", 'from blockalg.check import check\n'
+    ("code", 'from blockalg.model.check import check\n'
              '[(x.name, x.measured, x.ok) for x in check("pre-ln", preset="gpt2-small", device="meta")]'),
 ]
 

@@ -1,6 +1,6 @@
 import pytest
 
-from blockalg.presets import resolve_dims
+from blockalg.graphs.presets import resolve_dims
 
 
 @pytest.fixture

@@ -4,14 +4,14 @@ import pytest
 import sympy as sp
 
 from blockalg import analyze
-from blockalg.analyze import quantity_keys
-from blockalg.params import leaf_params
-from blockalg.symbols import d_model as d
-from blockalg.symbols import default_relations, n_ctx
-from blockalg.symbols import n_layers as L
-from blockalg.symbols import seq_len as s
-from blockalg.symbols import vocab as V
-from blockalg.variants import get
+from blockalg.analysis.analyze import quantity_keys
+from blockalg.analysis.params import leaf_params
+from blockalg.graphs.symbols import d_model as d
+from blockalg.graphs.symbols import default_relations, n_ctx
+from blockalg.graphs.symbols import n_layers as L
+from blockalg.graphs.symbols import seq_len as s
+from blockalg.graphs.symbols import vocab as V
+from blockalg.graphs.variants import get
 
 # Per block, with d_ff = 4d and biases: attention 4d² + 4d, FFN 8d² + 5d, each LayerNorm 2d.
 BLOCK = 12 * d**2 + 9 * d
@@ -82,7 +82,9 @@ def test_overrides_change_the_numbers():
 
 
 def test_result_displays_itself_in_notebooks():
-    md = analyze("pre-ln", preset="tiny")._repr_markdown_()
+    from blockalg.output.display import markdown
+
+    md = markdown(analyze("pre-ln", preset="tiny"))
     assert "| params.total |" in md and "$" in md
 
 

@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 from blockalg import BlockalgError, load_block
 from blockalg.cli import main
-from blockalg.expr import parse_expression
-from blockalg.graph import RESERVED_NODE_NAMES, to_json
-from blockalg.variants import get
+from blockalg.graphs.expr import parse_expression
+from blockalg.graphs.graph import RESERVED_NODE_NAMES, to_json
+from blockalg.graphs.variants import get
 
 
 def one_line_error(*args):
@@ -58,7 +58,7 @@ def test_the_final_norm_normalises_the_stream(tmp_path):
 def test_reserved_node_names_cover_every_module_attribute(tmp_path):
     from torch import nn
 
-    from blockalg.build import Block
+    from blockalg.model.build import Block
 
     public = {n for n in dir(nn.Module) if not n.startswith("_")} | {"plan", "inputs", "outputs"}
     assert public <= RESERVED_NODE_NAMES, sorted(public - RESERVED_NODE_NAMES)

@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from torch.utils.flop_counter import FlopCounterMode
 
 from blockalg import build_model
-from blockalg.check import check, check_structure, flop_counter, traced_block_graph
+from blockalg.model.check import check, check_structure, flop_counter, traced_block_graph
 from blockalg.cli import main
-from blockalg.ops import get_op
-from blockalg.params import leaf_params
-from blockalg.presets import resolve_dims
-from blockalg.variants import get
+from blockalg.graphs.ops import get_op
+from blockalg.analysis.params import leaf_params
+from blockalg.graphs.presets import resolve_dims
+from blockalg.graphs.variants import get
 
 VARIANTS = ["pre-ln", "post-ln", "hybrid-ln"]
 

@@ -6,7 +6,7 @@ import math
 from click.testing import CliRunner
 
 from blockalg.cli import main
-from blockalg.gradients import gradient_norms
+from blockalg.model.gradients import gradient_norms
 
 
 def test_gradient_norms_per_layer_and_seed():

@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from blockalg import BlockalgError, analyze
-from blockalg.check import check, flop_counter
+from blockalg.model.check import check, flop_counter
 from blockalg.cli import main
-from blockalg.hf import from_hf_config, supported_model_types
+from blockalg.graphs.hf import from_hf_config, supported_model_types
 
 transformers = pytest.importorskip("transformers")
 SEQ = 16

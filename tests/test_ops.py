@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from blockalg.analyze import evaluate
-from blockalg.ops import OpKind, get_op, matmul_flops, op_names, register
+from blockalg.graphs.expr import evaluate
+from blockalg.graphs.ops import OpKind, get_op, matmul_flops, op_names, register
+from blockalg.model.modules import module_for
 
 
 def test_matmul_flops_is_two_per_multiply_add():
@@ -30,7 +31,7 @@ def test_every_block_op_is_registered():
 
 
 def reference_module(name, attrs, dims):
-    """Plain torch modules written here, independently of blockalg.nn."""
+    """Plain torch modules written here, independently of blockalg.model.modules."""
     d, dff = dims["d_model"], dims["d_ff"]
     h, hkv, dh = dims["n_heads"], dims["n_kv_heads"], dims["d_head"]
     bias = attrs.get("bias", True)
@@ -66,7 +67,7 @@ def test_params_match_numel_of_an_equivalent_torch_module(name, attrs, gqa, smal
     predicted = evaluate(sum(op.params(full).values(), sp.Integer(0)), dims)
     assert predicted == sum(p.numel() for p in reference_module(name, full, dims).parameters())
     # and the registry's own factory builds exactly the leaves the formula names
-    built = dict(op.module(full, dims).named_parameters())
+    built = dict(module_for(op, full, dims).named_parameters())
     assert {k: evaluate(v, dims) for k, v in op.params(full).items()} == {k: p.numel() for k, p in built.items()}
 
 

@@ -9,12 +9,12 @@ import sympy as sp
 from click.testing import CliRunner
 
 from blockalg import build_model
-from blockalg.check import check_paths, traced_generating_function
+from blockalg.model.check import check_paths, traced_generating_function
 from blockalg.cli import main
-from blockalg.graph import BlockBuilder, to_json
-from blockalg.paths import a, block_polynomial, f, n, path_polynomial, path_stats
-from blockalg.symbols import n_layers as L
-from blockalg.variants import get
+from blockalg.graphs.graph import BlockBuilder, to_json
+from blockalg.analysis.paths import a, block_polynomial, f, n, path_polynomial, path_stats
+from blockalg.graphs.symbols import n_layers as L
+from blockalg.graphs.variants import get
 
 VARIANTS = ["pre-ln", "post-ln", "hybrid-ln"]
 

@@ -6,7 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from blockalg import analyze
-from blockalg.presets import PRESETS
+from blockalg.graphs.presets import PRESETS
 
 transformers = pytest.importorskip("transformers")
 

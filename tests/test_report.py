@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from blockalg.cli import main
-from blockalg.report import ReportFolder, reports_dir
+from blockalg.output.report import ReportFolder, reports_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "analyses"))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from blockalg.report import reports_dir
-from blockalg.symbols import d_model
-from blockalg.variants import get
+from blockalg.output.report import reports_dir
+from blockalg.graphs.symbols import d_model
+from blockalg.graphs.variants import get
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))
 import ffn_claims  # noqa: E402

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from blockalg.report import reports_dir
-from blockalg.symbols import DIMENSIONS
-from blockalg.symbols import d_model as d
-from blockalg.symbols import n_layers as L
-from blockalg.symbols import seq_len as s
-from blockalg.symbols import vocab as V
+from blockalg.output.report import reports_dir
+from blockalg.graphs.symbols import DIMENSIONS
+from blockalg.graphs.symbols import d_model as d
+from blockalg.graphs.symbols import n_layers as L
+from blockalg.graphs.symbols import seq_len as s
+from blockalg.graphs.symbols import vocab as V
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))
 import flop_formulas  # noqa: E402

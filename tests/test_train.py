@@ -1,4 +1,4 @@
-"""Training the variants (blockalg.train, the train command, the warm-up study): losses fall, runs
+"""Training the variants (blockalg.model.train, the train command, the warm-up study): losses fall, runs
 are reproducible and shard across torchrun ranks to the same numbers, divergence ends a run and not
 the sweep, bad input is one line and exit code 2."""
 
@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from blockalg.errors import BlockalgError
-from blockalg.presets import resolve_dims
-from blockalg.train import (
+from blockalg.graphs.presets import resolve_dims
+from blockalg.model.train import (
     TIMING_FIELDS,
     RunConfig,
     comparable,
@@ -26,7 +26,7 @@ from blockalg.train import (
     sweep_runs,
     train_run,
 )
-from blockalg.train_cli import standalone, train_command
+from blockalg.cli.train import standalone, train_command
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ["pre-ln", "post-ln", "--preset", "tiny", "--steps", "20", "--seeds", "1", "--lr", "1e-3",
@@ -112,7 +112,7 @@ def test_torchrun_shards_give_the_single_process_numbers(tmp_path):
 def test_ddp_trains_one_run_on_two_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc-per-node", "2", "-m", "blockalg.train_cli", "pre-ln", "--ddp",
+                          "--nproc-per-node", "2", "-m", "blockalg.cli.train", "pre-ln", "--ddp",
                           "--steps", "40", "--lr", "3e-3", "--eval-every", "20", "--format", "json"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -162,7 +162,7 @@ def test_bad_input_through_the_command_object():
 
 
 def test_importing_the_command_does_not_import_torch():
-    code = "import sys, blockalg.train_cli; print('torch' in sys.modules)"
+    code = "import sys, blockalg.cli.train; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

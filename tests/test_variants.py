@@ -5,10 +5,10 @@ import pytest
 import sympy as sp
 
 from blockalg import analyze
-from blockalg.check import check
-from blockalg.paths import a, f, n, path_stats
-from blockalg.symbols import n_layers as L
-from blockalg.variants import catalog, get
+from blockalg.model.check import check
+from blockalg.analysis.paths import a, f, n, path_stats
+from blockalg.graphs.symbols import n_layers as L
+from blockalg.graphs.variants import catalog, get
 
 NAMES = [v.name for v in catalog()]
 
@@ -61,7 +61,7 @@ def test_rezero_paths_cross_no_norm():
 
 
 def test_deepnorm_skip_scale_enters_the_scaled_generating_function():
-    from blockalg.paths import block_polynomial
+    from blockalg.analysis.paths import block_polynomial
 
     alpha = (2 * L) ** sp.Rational(1, 4)
     expected = n**2 * (alpha + a) * (alpha + f)
@@ -84,7 +84,7 @@ def test_normformer_extra_parameters():
 
 def test_a_shape_mismatch_names_the_edge():
     from blockalg import BlockalgError
-    from blockalg.graph import BlockBuilder
+    from blockalg.graphs.graph import BlockBuilder
 
     b = BlockBuilder("broken")
     x = b.input()
@@ -94,7 +94,7 @@ def test_a_shape_mismatch_names_the_edge():
 
 
 def test_mix_ln_is_a_stack_with_closed_form_segments():
-    from blockalg.graph import segments
+    from blockalg.graphs.graph import segments
 
     stats = path_stats(get("mix-ln"))
     q = sp.floor(L / 4)
@@ -108,7 +108,7 @@ def test_mix_ln_is_a_stack_with_closed_form_segments():
 
 def test_a_stack_round_trips_through_json_and_validates(tmp_path):
     from blockalg import BlockalgError, load_block, save_block
-    from blockalg.graph import stack
+    from blockalg.graphs.graph import stack
 
     save_block(get("mix-ln"), tmp_path / "mix.json")
     loaded = load_block(tmp_path / "mix.json")

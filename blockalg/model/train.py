@@ -50,9 +50,9 @@ from dataclasses import asdict, dataclass, replace
 
 import networkx as nx
 
-from .errors import BlockalgError
-from .presets import resolve_dims
-from .variants import get
+from ..errors import BlockalgError
+from ..graphs.presets import resolve_dims
+from ..graphs.variants import get
 
 DATASETS = ("text", "synthetic")
 SCHEDULES = ("cosine", "constant")
@@ -633,7 +633,7 @@ def step_flops(graph, dims: dict, batch: int) -> int:
     >>> step_flops(get("pre-ln"), resolve_dims("tiny"), 2)  # 2 × (18,874,368 + 37,748,736)
     113246208
     """
-    from .analyze import analyze
+    from ..analysis.analyze import analyze
 
     values = analyze(graph, dims=dims).values
     return (values["flops.forward_matmul"] + values["flops.backward_matmul"]) * batch
@@ -671,7 +671,7 @@ def sig(x: float | None, digits: int = 4) -> float | None:
 
 def summary_table(runs: list[dict], title: str = "blockalg train"):
     """One row per run: variant, lr, warm-up, seed, status, final validation loss, tokens/s."""
-    from .render import Table
+    from ..output.render import Table
 
     rows = [[r["variant"], f"{r['lr']:g}", str(r["warmup"]), str(r["seed"]),
              r["status"] if r["status"] == "ok" else f"diverged@{r['diverged_at']}",
@@ -702,7 +702,7 @@ def loss_curves(runs: list[dict], title: str = "", ymax: float | None = None,
     """Training loss (lines) and validation loss (dots) per step: one panel per variant and
     warm-up, one colour per learning rate; a cross marks where a run diverged, a dashed grey
     line the ``baseline`` (e.g. the unigram loss)."""
-    from .plots import pyplot
+    from ..output.plots import pyplot
 
     plt = pyplot()
     variants = list(dict.fromkeys(r["variant"] for r in runs))
@@ -745,7 +745,7 @@ def lr_sweep_figure(runs: list[dict], title: str = "", ymax: float | None = None
                     baseline: float | None = None):
     """Final validation loss against learning rate (log): one line per variant and warm-up,
     mean over seeds, every seed a dot; a diverged seed is a cross at the top of the panel."""
-    from .plots import STYLES, pyplot
+    from ..output.plots import STYLES, pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
@@ -789,7 +789,7 @@ def sweep_report(result: dict, folder=None):
     """The files of a sweep: ``runs.json`` (the JSON output), ``runs.csv`` and ``tables/runs.*``
     (one row per run), ``steps.csv`` and ``eval.csv`` (every record), figures of the loss curves
     and of the final validation loss against the learning rate, and a README.md."""
-    from .report import ReportFolder
+    from ..output.report import ReportFolder
 
     folder = folder or ReportFolder()
     runs = result["runs"]

@@ -1,11 +1,11 @@
 """Every dimension symbol blockalg uses, created once.
 
-All dimensions are positive integers. Formulas in :mod:`blockalg.ops` are written in these symbols
+All dimensions are positive integers. Formulas in :mod:`blockalg.graphs.ops` are written in these symbols
 and nothing else; the defaults ``d_head = d_model / n_heads``, ``n_kv_heads = n_heads`` and
 ``d_ff = 4 d_model`` are *relations applied by substitution* (see :func:`default_relations`), never
 baked into a formula.
 
->>> from blockalg.symbols import d_model, n_heads, d_head
+>>> from blockalg.graphs.symbols import d_model, n_heads, d_head
 >>> (n_heads * d_head).subs(default_relations())
 d_model
 """

@@ -2,7 +2,7 @@
 
 Text from a file is parsed with :mod:`ast` and rebuilt node by node into sympy; nothing is ever
 evaluated, so a file cannot run code. Allowed: integer and decimal literals (decimals become exact
-rationals), the dimension symbols of :mod:`blockalg.symbols` (and ``L`` for ``n_layers``), ``+ - * / **``,
+rationals), the dimension symbols of :mod:`blockalg.graphs.symbols` (and ``L`` for ``n_layers``), ``+ - * / **``,
 parentheses and ``sqrt``, ``floor``, ``ceiling``.
 
 >>> parse_expression("(2*L)**(1/4)")
@@ -24,7 +24,7 @@ import operator
 
 import sympy as sp
 
-from .errors import BlockalgError
+from ..errors import BlockalgError
 from .symbols import DIMENSIONS, n_layers
 
 _NAMES = {**DIMENSIONS, "L": n_layers}
@@ -96,3 +96,23 @@ def numeric_value(text, dims) -> float:
         raise BlockalgError(f"expression {text!r}: symbols {sorted(map(str, expr.free_symbols))} "
                             f"have no value")
     return float(expr)
+
+
+def evaluate(expr, dims: dict[str, int], what: str = "expression", integer: bool = True):
+    """The exact value of ``expr`` at ``dims``: a Python int (or, unless ``integer``, a Rational).
+
+    The dimensions go in as sympy Integers in one ``xreplace`` (no ``subs``: nothing is
+    re-simplified), so the value comes out exact.
+
+    >>> from blockalg.graphs.symbols import d_model
+    >>> evaluate(3 * d_model**2, {"d_model": 768})
+    1769472
+    """
+    values = {DIMENSIONS[k]: sp.Integer(v) for k, v in dims.items() if k in DIMENSIONS}
+    value = sp.sympify(expr).xreplace(values)
+    if value.is_Integer:
+        return int(value)
+    if not integer and value.is_Rational:
+        return value
+    raise BlockalgError(f"{what} = {value} is not {'an integer' if integer else 'a rational'} "
+                        f"at these dimensions")

@@ -12,7 +12,7 @@ import sys
 import click
 import sympy as sp
 
-from .errors import BlockalgError
+from ..errors import BlockalgError
 from .options import (
     device_option,
     dims_options,
@@ -20,9 +20,9 @@ from .options import (
     progress,
     resolve_inputs,
 )
-from .presets import DEFAULT_PRESET, preset_names
-from .render import FORMATS, Table, graph_to_dot, graph_to_mermaid, graph_to_text
-from .tables import (
+from ..graphs.presets import DEFAULT_PRESET, preset_names
+from ..output.render import FORMATS, Table, graph_to_dot, graph_to_mermaid, graph_to_text
+from ..output.tables import (
     closed_form_table,
     comparison_table,
     dims_line,
@@ -31,7 +31,7 @@ from .tables import (
     path_table,
     shortest_to_layer_table,
 )
-from .train_cli import train_command
+from .train import train_command
 
 
 class _Group(click.Group):
@@ -63,7 +63,7 @@ def main():
               show_default=True, help="Output format.")
 def variants_command(fmt):
     """List the variant catalog."""
-    from .variants import catalog
+    from ..graphs.variants import catalog
 
     entries = catalog()
     if fmt == "json":
@@ -82,7 +82,7 @@ def variants_command(fmt):
               default="text", show_default=True, help="Output format.")
 def show_command(variant, hf_config, fmt):
     """Print the block graph of VARIANT (a catalog name or a .json graph file) or --hf-config."""
-    from .graph import to_json
+    from ..graphs.graph import to_json
 
     graph = resolve_inputs([variant] if variant else [], DEFAULT_PRESET, (), hf_config)[0][0]
     writers = {"text": graph_to_text, "json": to_json, "mermaid": graph_to_mermaid,
@@ -105,7 +105,7 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
     Counts are whole-model figures; FLOPs are per sequence of seq_len tokens at batch 1, with the
     unembedding matmul. Exits 1 when --check finds a mismatch.
     """
-    from .analyze import compare, quantity_keys
+    from ..analysis.analyze import compare, quantity_keys
 
     graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
     comparison = compare(graphs, preset=label, dims=dims)
@@ -172,7 +172,7 @@ def paths_command(variants, preset, layers, hf_config, detail, fmt):
     norms, attention and FFN sublayers crossed. Nothing is enumerated: a 1000-layer model answers
     as fast as a 12-layer one.
     """
-    from .paths import path_stats
+    from ..analysis.paths import path_stats
 
     graphs, dims, _ = resolve_inputs(variants, preset, (), hf_config)
     layers = layers or dims["n_layers"]
@@ -227,7 +227,7 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
     Expected: post-LN gradient norms grow toward the output layers, pre-LN stay roughly flat.
     What this run measures is printed as measured.
     """
-    from .gradients import gradient_norms, plot_gradient_norms
+    from ..model.gradients import gradient_norms, plot_gradient_norms
 
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
     with progress(graphs, "measuring") as bar:
@@ -281,7 +281,7 @@ THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}
               help="Write nothing; exit 1 if the text files on disk differ from what would be written.")
 def report_command(variants, presets, out, hf_config, empirical, thousands, check_only):
     """Write a self-contained report folder on VARIANTS: Markdown, LaTeX, CSV, JSON and figures."""
-    from .report import variant_report
+    from ..output.report import variant_report
 
     shapes = []
     for preset in presets or (DEFAULT_PRESET,):
@@ -305,7 +305,7 @@ def _report_drift(folder, out) -> int:
 
 
 def _run_checks(graph, dims, device):
-    from .check import check
+    from ..model.check import check
 
     return check(graph, dims, device=device)
 

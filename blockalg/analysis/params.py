@@ -1,10 +1,10 @@
 """Parameter counts from the graph alone: per leaf tensor, per component, per block, per model.
 
-Every count is a sum of the leaf formulas of :mod:`blockalg.ops`, each multiplied by how often its
+Every count is a sum of the leaf formulas of :mod:`blockalg.graphs.ops`, each multiplied by how often its
 node occurs (``n_layers`` for block nodes), so ``n_layers`` stays a symbol.
 
->>> from blockalg.variants import get
->>> from blockalg.symbols import d_model, vocab
+>>> from blockalg.graphs.variants import get
+>>> from blockalg.graphs.symbols import d_model, vocab
 >>> counts = param_counts(get("post-ln"))
 >>> counts["embedding"]
 d_model*n_ctx + d_model*vocab
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .graph import model_nodes
-
-COMPONENTS = ("attention", "ffn", "norm", "embedding")
+from ..graphs.graph import model_nodes
+from ..graphs.ops import COMPONENTS
 
 
 def leaf_params(graph) -> dict[str, sp.Expr]:

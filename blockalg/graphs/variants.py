@@ -19,7 +19,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from .errors import BlockalgError
+from ..errors import BlockalgError
 from .graph import BlockBuilder, load_block, stack
 
 
@@ -91,7 +91,7 @@ def pre_norm_block(b: BlockBuilder, norm: str, attn_attrs: dict, ffn: tuple[str,
                     norm_attrs: dict | None = None, parallel: int = 0, post_norms: bool = False):
     """Build into ``b`` the pre-norm decoder block most models share: sequential, or parallel
     with ``parallel`` (1 or 2) input norms; ``post_norms`` adds a norm on each branch output
-    (sandwich/peri-LN, Gemma 2). The catalog and :mod:`blockalg.hf` both use it."""
+    (sandwich/peri-LN, Gemma 2). The catalog and :mod:`blockalg.graphs.hf` both use it."""
     norm_attrs = norm_attrs or {}
     x = b.input()
     ffn_op, ffn_attrs = ffn

@@ -21,12 +21,10 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from .presets import resolve_dims
-from .variants import get
+from ..graphs.ops import get_op
+from ..graphs.resolve import resolve
 
 DEFAULT_PRESET = "tiny-deep"
-#: The module kinds whose output projection is the FFN's W2, the matrix Xiong et al. plot.
-FFN_OUTPUT = {"ffn": "proj", "ffn_down": "proj", "moe": "experts_proj"}
 
 
 @dataclass
@@ -82,8 +80,7 @@ def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_P
 
     from .build import build_model
 
-    graph = variant if isinstance(variant, nx.DiGraph) else get(variant)
-    dims = resolve_dims(preset, overrides) if dims is None else dims
+    graph, dims = resolve(variant, preset, dims, **overrides)
     weights, residual, losses = {}, [], []
     for seed in seeds:
         model = build_model(graph, dims, device=device, seed=seed, init_std=init_std,
@@ -109,17 +106,24 @@ def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_P
             for name, p in layer.named_parameters():
                 if p.dim() >= 2:
                     per_leaf.setdefault(name.removesuffix(".weight"), []).append(float(p.grad.norm()))
-        ffn_outputs = tuple(f"{node}.{leaf}" for node, module in model.blocks[0].named_children()
-                            if (leaf := FFN_OUTPUT.get(getattr(module, "kind", None))))
+        ffn_outputs = tuple(ffn_output_projections(model.blocks[0]))
         for leaf, norms in per_leaf.items():
             weights.setdefault(leaf, []).append(norms)
     return GradientNorms(graph.graph["name"], dims, tuple(seeds), weights, residual, losses, init_std,
                          residual_scaling, ffn_outputs)
 
 
+def ffn_output_projections(block):
+    """The leaves of ``block`` that are an FFN's output projection (its W2, the matrix Xiong et al.
+    plot), as each registered module names it."""
+    for node, module in block.named_children():
+        if get_op(module.kind).component == "ffn" and module.output_projection:
+            yield f"{node}.{module.output_projection}"
+
+
 def plot_gradient_norms(results: list[GradientNorms], path) -> None:
-    """Save the two-panel figure of :func:`blockalg.plots.gradient_norms` (PNG, SVG or PDF)."""
-    from .plots import gradient_norms as figure
-    from .plots import save_figure
+    """Save the two-panel figure of :func:`blockalg.output.plots.gradient_norms` (PNG, SVG or PDF)."""
+    from ..output.plots import gradient_norms as figure
+    from ..output.plots import save_figure
 
     save_figure(figure(results), path)

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import BlockalgError
+from ..errors import BlockalgError
 from .render import Table, graph_to_mermaid
 from .tables import written
 
@@ -112,8 +112,8 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
     """Everything blockalg says about ``graphs``, at each shape of ``shapes`` (label → dims, or
     preset names)."""
     from . import plots
-    from .analyze import analyze, quantity_keys
-    from .presets import resolve_dims
+    from ..analysis.analyze import analyze, quantity_keys
+    from ..graphs.presets import resolve_dims
     from .tables import closed_form_table, comparison_table
 
     folder = ReportFolder(thousands)
@@ -142,7 +142,7 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
         f"% {a.name}: {key}\n\\[ {latex_math(a.closed_form(key)).strip('$')} \\]"
         for a in analyses for key in quantity_keys()))
     if empirical:
-        from .gradients import gradient_norms
+        from ..model.gradients import gradient_norms
 
         results = [gradient_norms(g) for g in graphs]
         data["gradients"] = [r.to_dict() for r in results]
@@ -163,7 +163,7 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
 
 def flop_curve(analysis, seq_lens):
     """Forward FLOPs per token at each sequence length: (lengths, matmul, matmul + other)."""
-    from .analyze import evaluate
+    from ..graphs.expr import evaluate
 
     matmul, total = [], []
     for s in seq_lens:
@@ -221,4 +221,4 @@ def study_main(build, name: str, argv=None) -> int:
 
 def reports_dir() -> Path:
     """The repository's ``reports/`` folder (next to ``analyses/``)."""
-    return Path(__file__).resolve().parent.parent / "reports"
+    return Path(__file__).resolve().parents[2] / "reports"

@@ -14,18 +14,17 @@ from dataclasses import dataclass, field
 import networkx as nx
 import sympy as sp
 
-from .errors import BlockalgError
+from ..graphs.expr import evaluate
 from .flops import flop_counts
 from .params import param_counts
-from .paths import PathStats, path_stats
-from .presets import DEFAULT_PRESET, resolve_dims
-from .symbols import DIMENSIONS, n_layers, relations_holding_at
-from .variants import get
+from ..graphs.ops import COMPONENTS
+from .paths import PATH_KEYS, PathStats, path_stats
+from ..graphs.presets import DEFAULT_PRESET, resolve_dims
+from ..graphs.symbols import DIMENSIONS, n_layers, relations_holding_at
+from ..graphs.resolve import resolve
 
-PARAM_KEYS = ("total", "active", "per_block", "attention", "ffn", "norm", "embedding")
+PARAM_KEYS = ("total", "active", "per_block", *COMPONENTS)
 FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal")
-PATH_KEYS = ("count", "shortest.norms", "shortest.sublayers", "longest.norms", "longest.sublayers",
-             "mean_sublayers", "mean_norms")
 
 
 def quantity_keys() -> list[str]:
@@ -41,7 +40,7 @@ class Analysis:
     ``expressions`` hold the general formulas (in every dimension symbol, ``n_layers`` symbolic);
     :meth:`closed_form` writes one with the default relations that hold at ``dims`` applied;
     ``values`` are exact: Python ints, and sympy Rationals for the path means.
-    ``paths`` holds the gradient-path statistics (:mod:`blockalg.paths`).
+    ``paths`` holds the gradient-path statistics (:mod:`blockalg.analysis.paths`).
     """
 
     name: str
@@ -73,14 +72,6 @@ class Analysis:
         nested["expressions"] = {key: str(self.closed_form(key)) for key in self.expressions}
         return nested
 
-    def _repr_markdown_(self) -> str:
-        from .render import Table, format_value
-
-        rows = [[key, format_value(self.values[key]), f"${sp.latex(self.closed_form(key))}$"]
-                for key in self.expressions]
-        return Table(f"{self.name} at {self.preset}", ["quantity", "value", "closed form"],
-                     rows).to_markdown()
-
 
 @dataclass
 class Comparison:
@@ -91,19 +82,11 @@ class Comparison:
     def __getitem__(self, name: str) -> Analysis:
         return next(a for a in self.analyses if a.name == name)
 
-    def table(self):
-        from .tables import comparison_table
-
-        return comparison_table(self.analyses, quantity_keys())
-
     def to_dict(self) -> dict:
         """The JSON shape of ``blockalg compare --format json``."""
         first = self.analyses[0]
         return {"preset": first.preset, "dims": first.dims,
                 "variants": [a.to_dict() for a in self.analyses]}
-
-    def _repr_markdown_(self) -> str:
-        return self.table().to_markdown()
 
 
 def compare(variants, preset: str = DEFAULT_PRESET, dims: dict | None = None, **overrides) -> Comparison:
@@ -122,8 +105,7 @@ def analyze(variant, preset: str = DEFAULT_PRESET, dims: dict | None = None, **o
 
     ``dims`` replaces the preset's dimensions entirely; keyword arguments override single ones.
     """
-    graph = get(variant) if not isinstance(variant, nx.DiGraph) else variant
-    dims = resolve_dims(preset, overrides) if dims is None else dims
+    graph, dims = resolve(variant, preset, dims, **overrides)
     paths = path_stats(graph)
     return Analysis(graph.graph.get("name", "block"), graph, preset, dims,
                     expressions(graph, paths), paths)
@@ -136,19 +118,3 @@ def expressions(graph, paths: PathStats | None = None) -> dict[str, sp.Expr]:
     return {**{f"params.{k}": params[k] for k in PARAM_KEYS},
             **{f"flops.{k}": flops[k] for k in FLOP_KEYS},
             **{f"paths.{k}": paths.expressions[k] for k in PATH_KEYS}}
-
-
-def evaluate(expr: sp.Expr, dims: dict[str, int], what: str = "expression", integer: bool = True):
-    """The exact value of ``expr`` at ``dims``: a Python int (or, unless ``integer``, a Rational).
-
-    >>> from blockalg.symbols import d_model
-    >>> evaluate(3 * d_model**2, {"d_model": 768})
-    1769472
-    """
-    value = sp.sympify(expr).subs({DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS})
-    if value.is_Integer:
-        return int(value)
-    if not integer and value.is_Rational:
-        return value
-    raise BlockalgError(f"{what} = {value} is not {'an integer' if integer else 'a rational'} "
-                        f"at these dimensions")

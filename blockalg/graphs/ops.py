@@ -7,9 +7,10 @@ Each entry states, in one place, what every stage needs from a node of that kind
 * ``component``: where its parameters are booked (attention / ffn / norm / embedding);
 * ``params``: parameter count per leaf tensor, named as the torch module names them;
 * ``forward_matmul`` / ``backward_matmul`` / ``forward_other``: FLOPs for one sequence;
-* ``module``: the factory of its torch module (torch is imported only there).
+* the torch half lives in :mod:`blockalg.model.modules`: a module class registered for the
+  op's name with ``@torch_module(name)``; the two halves meet by name only.
 
-Formulas are pure sympy functions of the dimension symbols in :mod:`blockalg.symbols`; they never
+Formulas are pure sympy functions of the dimension symbols in :mod:`blockalg.graphs.symbols`; they never
 see a tensor. All FLOPs are for **one sequence of** ``seq_len`` **tokens** (batch 1).
 
 Conventions (NB: these are the ones ``torch.utils.flop_counter.FlopCounterMode`` uses for matmuls):
@@ -22,8 +23,8 @@ Conventions (NB: these are the ones ``torch.utils.flop_counter.FlopCounterMode``
 * "other" FLOPs use the per-element costs below. Per-row scalars (a mean's division, an rsqrt) are
   not counted. Embedding lookups are gathers: 0 FLOPs.
 
->>> from blockalg.ops import get_op
->>> from blockalg.symbols import d_model
+>>> from blockalg.graphs.ops import get_op
+>>> from blockalg.graphs.symbols import d_model
 >>> op = get_op("layernorm")
 >>> op.params(op.with_defaults({"bias": True}))  # formulas take every attribute, defaults filled
 {'weight': d_model, 'bias': d_model}
@@ -35,7 +36,7 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-from .errors import BlockalgError
+from ..errors import BlockalgError
 from .symbols import (
     d_ff,
     d_head,
@@ -53,6 +54,9 @@ from .symbols import (
 INPUT, OUTPUT, NORM, ATTENTION, FFN, IDENTITY, EMBEDDING = (
     "input", "output", "norm", "attention", "ffn", "identity", "embedding")
 
+#: Where parameters are booked, in table order: every op's ``component`` is one of these.
+COMPONENTS = ("attention", "ffn", "norm", "scale", "embedding")
+
 # Per-element costs of the non-matmul work ("other" FLOPs).
 LAYERNORM_FLOPS = 5  # mean: add; centre: sub; variance: mul + add; normalise: mul
 RMSNORM_FLOPS = 3  # square, sum, normalise
@@ -60,6 +64,7 @@ AFFINE_GAIN_FLOPS = 1  # the learned per-dimension gain (and, separately, 1 for 
 SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
 SCORE_SCALE_FLOPS = 1  # q·k / sqrt(d_head)
 ACTIVATION_FLOPS = {"relu": 1, "gelu": 8, "silu": 4}  # gelu: tanh form; silu: x·sigmoid(x)
+ACTIVATIONS = tuple(ACTIVATION_FLOPS)  # the activations an FFN may use
 ROTARY_FLOPS = 3  # x·cos + rotate(x)·sin, per rotated element of q and k
 
 
@@ -121,9 +126,6 @@ class OpKind:
         """Non-matmul FLOPs of one forward pass (norms, softmax, activations, adds, biases)."""
         return sp.Integer(0)
 
-    def module(self, attrs: Mapping, dims: Mapping[str, int]):
-        """The torch module computing this node (imports torch)."""
-        raise BlockalgError(f"op '{self.name}' has no torch module")
 
     def with_defaults(self, attrs: Mapping) -> dict:
         """``attrs`` completed with this op's defaults (attributes outside the schema are dropped)."""
@@ -161,11 +163,6 @@ def op_names(in_block: bool | None = None) -> list[str]:
     return [n for n, op in _REGISTRY.items() if in_block is None or op.in_block == in_block]
 
 
-def _nn():
-    from . import nn  # torch is imported here, only when a module is built
-
-    return nn
-
 
 def _optional(flag: bool, key: str, count) -> dict[str, sp.Expr]:
     return {key: count} if flag else {}
@@ -183,8 +180,6 @@ class Input(OpKind):
     name, role, arity = "input", INPUT, (0, 0)
     attributes = {"stream": ("x", str)}
 
-    def module(self, attrs, dims):
-        return None
 
 
 @register
@@ -194,8 +189,6 @@ class Output(OpKind):
     name, role, arity = "output", OUTPUT, (1, 1)
     attributes = {"stream": ("x", str)}
 
-    def module(self, attrs, dims):
-        return _nn().Identity()
 
 
 @register
@@ -207,8 +200,6 @@ class Add(OpKind):
     def forward_other(self, attrs, n_inputs):
         return (n_inputs - 1) * seq_len * d_model
 
-    def module(self, attrs, dims):
-        return _nn().Add()
 
 
 @register
@@ -216,7 +207,7 @@ class Scale(OpKind):
     """Multiply the stream by a constant (``value``), or by a learned scalar or per-dimension vector
     (``learnable``: "scalar" | "vector", initialised to ``value``)."""
 
-    name, role = "scale", IDENTITY
+    name, role, component = "scale", IDENTITY, "scale"
     attributes = {"value": (1, "expression"), "learnable": (None, (None, "scalar", "vector"))}
 
     def params(self, attrs):
@@ -226,8 +217,6 @@ class Scale(OpKind):
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model
 
-    def module(self, attrs, dims):
-        return _nn().Scale(dims["d_model"], attrs["value"], attrs["learnable"], dims)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,10 +228,27 @@ WIDTHS = {"d_model": d_model, "d_ff": d_ff}
 
 
 class _Norm(OpKind):
+    """A norm over the last dimension; its formulas take the width so that norms inside a
+    sublayer (the qk-norms of attention) reuse them."""
+
     role, component = NORM, "norm"
 
     def in_width(self, attrs):
         return WIDTHS[attrs["width"]]
+
+    def params_at(self, width, attrs) -> dict[str, sp.Expr]:
+        """Leaves of this norm over ``width`` features."""
+        raise NotImplementedError
+
+    def other_per_element(self, attrs) -> int:
+        """Non-matmul FLOPs per normalised element."""
+        raise NotImplementedError
+
+    def params(self, attrs):
+        return self.params_at(WIDTHS[attrs["width"]], attrs)
+
+    def forward_other(self, attrs, n_inputs):
+        return self.other_per_element(attrs) * seq_len * WIDTHS[attrs["width"]]
 
 
 @register
@@ -253,16 +259,11 @@ class LayerNormOp(_Norm):
     name = "layernorm"
     attributes = {"bias": (True, bool), "width": ("d_model", tuple(WIDTHS))}
 
-    def params(self, attrs):
-        width = WIDTHS[attrs["width"]]
+    def params_at(self, width, attrs):
         return {"weight": width, **_optional(attrs["bias"], "bias", width)}
 
-    def forward_other(self, attrs, n_inputs):
-        per_element = LAYERNORM_FLOPS + AFFINE_GAIN_FLOPS + (1 if attrs["bias"] else 0)
-        return per_element * seq_len * WIDTHS[attrs["width"]]
-
-    def module(self, attrs, dims):
-        return _nn().LayerNorm(dims[attrs["width"]], bias=attrs["bias"])
+    def other_per_element(self, attrs):
+        return LAYERNORM_FLOPS + AFFINE_GAIN_FLOPS + (1 if attrs["bias"] else 0)
 
 
 @register
@@ -272,14 +273,11 @@ class RMSNormOp(_Norm):
     name = "rmsnorm"
     attributes = {"width": ("d_model", tuple(WIDTHS))}
 
-    def params(self, attrs):
-        return {"weight": WIDTHS[attrs["width"]]}
+    def params_at(self, width, attrs):
+        return {"weight": width}
 
-    def forward_other(self, attrs, n_inputs):
-        return (RMSNORM_FLOPS + AFFINE_GAIN_FLOPS) * seq_len * WIDTHS[attrs["width"]]
-
-    def module(self, attrs, dims):
-        return _nn().RMSNorm(dims[attrs["width"]])
+    def other_per_element(self, attrs):
+        return RMSNORM_FLOPS + AFFINE_GAIN_FLOPS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,14 +306,20 @@ class AttentionOp(OpKind):
     def proj_bias(attrs) -> bool:
         return attrs["bias"] if attrs["proj_bias"] is None else attrs["proj_bias"]
 
+    @staticmethod
+    def _qk_norms(attrs) -> list[tuple[str, _Norm, dict, sp.Expr]]:
+        """(leaf prefix, norm op, its attributes, width) of the q- and k-norms, if any."""
+        if attrs["qk_norm"] is None:
+            return []
+        norm = get_op(attrs["qk_norm"])
+        defaults = norm.with_defaults({})
+        return [("q_norm", norm, defaults, n_heads * d_head), ("k_norm", norm, defaults, n_kv_heads * d_head)]
+
     def params(self, attrs):
         qkv_width = (n_heads + 2 * n_kv_heads) * d_head
-        norm = {None: 0, "rmsnorm": 1, "layernorm": 2}[attrs["qk_norm"]]  # tensors per qk-norm
         leaves = {"qkv.weight": d_model * qkv_width, **_optional(attrs["bias"], "qkv.bias", qkv_width)}
-        if norm:
-            leaves["q_norm.weight"], leaves["k_norm.weight"] = n_heads * d_head, n_kv_heads * d_head
-            if norm == 2:
-                leaves["q_norm.bias"], leaves["k_norm.bias"] = n_heads * d_head, n_kv_heads * d_head
+        for prefix, norm, norm_attrs, width in self._qk_norms(attrs):
+            leaves.update({f"{prefix}.{leaf}": n for leaf, n in norm.params_at(width, norm_attrs).items()})
         leaves.update(_optional(attrs["head_scale"], "head_scale", n_heads))
         leaves["proj.weight"] = n_heads * d_head * d_model
         leaves.update(_optional(self.proj_bias(attrs), "proj.bias", d_model))
@@ -347,18 +351,12 @@ class AttentionOp(OpKind):
         qk = seq_len * (n_heads + n_kv_heads) * d_head  # elements of q and k
         biases = (seq_len * (n_heads + 2 * n_kv_heads) * d_head if attrs["bias"] else 0) \
             + (seq_len * d_model if self.proj_bias(attrs) else 0)
-        qk_norm = {None: 0, "rmsnorm": RMSNORM_FLOPS + AFFINE_GAIN_FLOPS,
-                   "layernorm": LAYERNORM_FLOPS + 2 * AFFINE_GAIN_FLOPS}[attrs["qk_norm"]] * qk
+        qk_norm = sum((norm.other_per_element(norm_attrs) * seq_len * width
+                       for _, norm, norm_attrs, width in self._qk_norms(attrs)), sp.Integer(0))
         rotary = ROTARY_FLOPS * qk if attrs["rotary"] else 0
         head_scale = seq_len * n_heads * d_head if attrs["head_scale"] else 0
         return (SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + biases + qk_norm + rotary + head_scale
 
-    def module(self, attrs, dims):
-        if attrs["rotary"] and dims["d_head"] % 2:
-            raise BlockalgError(f"rotary attention needs an even d_head, not {dims['d_head']}")
-        return _nn().CausalSelfAttention(dims, bias=attrs["bias"], proj_bias=self.proj_bias(attrs),
-                                         qk_norm=attrs["qk_norm"], rotary=attrs["rotary"],
-                                         head_scale=attrs["head_scale"])
 
 
 @register
@@ -368,7 +366,7 @@ class FFNUpOp(OpKind):
     It is the FFN sublayer on gradient paths; :class:`FFNDownOp` closes it."""
 
     name, role, component = "ffn_up", FFN, "ffn"
-    attributes = {"activation": ("gelu", tuple(ACTIVATION_FLOPS)), "bias": (True, bool),
+    attributes = {"activation": ("gelu", ACTIVATIONS), "bias": (True, bool),
                   "gated": (False, bool)}
 
     def out_width(self, attrs):
@@ -389,8 +387,6 @@ class FFNUpOp(OpKind):
         biases = (2 if gated else 1) * hidden if attrs["bias"] else 0
         return ACTIVATION_FLOPS[attrs["activation"]] * hidden + (hidden if gated else 0) + biases
 
-    def module(self, attrs, dims):
-        return _nn().FFNUp(dims, **attrs)
 
 
 @register
@@ -415,8 +411,6 @@ class FFNDownOp(OpKind):
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model if attrs["bias"] else 0
 
-    def module(self, attrs, dims):
-        return _nn().FFNDown(dims, bias=attrs["bias"])
 
 
 @register
@@ -442,8 +436,6 @@ class FFNOp(OpKind):
     def forward_other(self, attrs, n_inputs):
         return sum(op.forward_other(a, 1) for op, a in self._halves(attrs))
 
-    def module(self, attrs, dims):
-        return _nn().FFN(dims, **attrs)
 
 
 @register
@@ -458,7 +450,7 @@ class MoEOp(OpKind):
     """
 
     name, role, component = "moe", FFN, "ffn"
-    attributes = {"activation": ("silu", tuple(ACTIVATION_FLOPS)), "gated": (True, bool)}
+    attributes = {"activation": ("silu", ACTIVATIONS), "gated": (True, bool)}
 
     @staticmethod
     def _expert(attrs):
@@ -485,8 +477,6 @@ class MoEOp(OpKind):
         combine = seq_len * top_k * d_model + seq_len * (top_k - 1) * d_model  # weight, sum
         return router + top_k * ffn.forward_other(expert, 1) + combine
 
-    def module(self, attrs, dims):
-        return _nn().MoE(dims, **attrs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,8 +492,6 @@ class TokenEmbedding(OpKind):
     def params(self, attrs):
         return {"weight": vocab * d_model}
 
-    def module(self, attrs, dims):
-        return _nn().Embedding(dims["vocab"], dims["d_model"])
 
 
 @register
@@ -521,10 +509,6 @@ class PositionEmbedding(OpKind):
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model  # the add onto the token embedding
 
-    def module(self, attrs, dims):
-        table = _nn().Embedding(dims["n_ctx"] + attrs["offset"], dims["d_model"])
-        table.offset = attrs["offset"]
-        return table
 
 
 @register
@@ -540,5 +524,3 @@ class Unembedding(OpKind):
     def forward_matmul(self, attrs, n_inputs):
         return matmul_flops(seq_len, d_model, vocab)
 
-    def module(self, attrs, dims):
-        return _nn().Unembedding(dims["d_model"], dims["vocab"])

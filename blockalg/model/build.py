@@ -2,8 +2,8 @@
 
 :class:`Block` executes a block graph: one submodule per graph node, named after the node and made
 by the node's op-registry factory, run in topological order. :class:`GPT` wraps L blocks in the
-model of :func:`blockalg.graph.model_nodes` (token + position embedding, final norm, unembedding,
-tied by default). So ``named_parameters()`` lines up with :func:`blockalg.params.leaf_params`:
+model of :func:`blockalg.graphs.graph.model_nodes` (token + position embedding, final norm, unembedding,
+tied by default). So ``named_parameters()`` lines up with :func:`blockalg.analysis.params.leaf_params`:
 ``blocks.3.attn.qkv.weight`` is the leaf ``block.attn.qkv.weight``.
 
 Initialisation per ``init`` scheme (a graph attribute):
@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .analyze import evaluate
-from .errors import BlockalgError
-from .expr import numeric_value
-from .graph import edge_scale, model_nodes, model_streams, segments, stream_nodes
-from .nn import INITS
-from .ops import INPUT, OUTPUT, get_op
-from .presets import DEFAULT_PRESET, resolve_dims
-from .variants import get
+from ..graphs.expr import evaluate
+from ..errors import BlockalgError
+from ..graphs.expr import numeric_value
+from ..graphs.graph import edge_scale, model_nodes, model_streams, node_op, segments, stream_nodes
+from ..graphs.ops import INPUT, OUTPUT
+from ..graphs.presets import DEFAULT_PRESET
+from ..graphs.resolve import resolve
+from .modules import Init, init_model_, module_for
 
 
 class Block(nn.Module):
@@ -54,8 +54,7 @@ class Block(nn.Module):
         for node in nx.topological_sort(graph):
             if node in self.inputs:
                 continue
-            op = get_op(graph.nodes[node]["op"])
-            self.add_module(node, op.module(op.with_defaults(graph.nodes[node]), dims))
+            self.add_module(node, module_for(*node_op(graph, node), dims))
             inputs = []
             for u in graph.predecessors(node):
                 scale = edge_scale(graph, u, node)
@@ -90,7 +89,7 @@ class GPT(nn.Module):
         self.head = Block(head, dims, list(self.streams)) if head is not None else None
         for m in model_nodes(graph):
             if m.path.partition(".")[0] in ("wte", "wpe", "ln_f", "lm_head"):
-                self.add_module(m.path, m.op.module(m.attrs, dims))
+                self.add_module(m.path, module_for(m.op, m.attrs, dims))
         self.wpe = getattr(self, "wpe", None)
         self.ln_f = getattr(self, "ln_f", None)
         if graph.graph.get("tied_embeddings", True):
@@ -123,18 +122,17 @@ def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRES
                 residual_scaling: bool = True, **overrides) -> GPT:
     """The runnable model of ``variant`` (a catalog name, a graph file path or a graph).
 
-    ``dims`` (as from :func:`blockalg.presets.resolve_dims`) or ``preset`` plus keyword overrides
+    ``dims`` (as from :func:`blockalg.graphs.presets.resolve_dims`) or ``preset`` plus keyword overrides
     give the shape; ``device="meta"`` builds without memory, at any size. ``init_std`` replaces
     GPT-2's 0.02; ``residual_scaling=False`` drops the 1/sqrt(2L) factor of residual projections.
     """
-    graph = variant if isinstance(variant, nx.DiGraph) else get(variant)
-    dims = resolve_dims(preset, overrides) if dims is None else dims
+    graph, dims = resolve(variant, preset, dims, **overrides)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise BlockalgError("--device cuda: no CUDA device is available here")
     if seed is not None:
         torch.manual_seed(seed)
     with torch.device(device):
         model = GPT(graph, dims)
-    INITS[graph.graph.get("init", "gpt2")](model, dims["n_layers"], std=init_std,
-                                           residual_scaling=residual_scaling)
+    init_model_(model, Init(graph.graph.get("init", "gpt2"), dims["n_layers"], init_std,
+                            residual_scaling))
     return model.to(dtype=dtype) if dtype is not None else model

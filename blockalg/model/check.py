@@ -9,7 +9,7 @@ Each :class:`Check` holds a name, the predicted number, the measured one and whe
 * ``structure``: the built block, traced with torch.fx and collapsed to graph nodes, has exactly the
   edges (and op kinds) of the block graph, in every layer;
 * ``paths.generating_function``: the whole built model, traced and collapsed, has exactly the path
-  generating function T**L · final of :mod:`blockalg.paths` (predicted/measured: number of paths);
+  generating function T**L · final of :mod:`blockalg.analysis.paths` (predicted/measured: number of paths);
 * ``numerics.finite`` and ``numerics.init_loss`` (not on meta): a forward/backward on random tokens is
   finite and the loss at initialisation is within 10% of ln(vocab).
 
@@ -20,7 +20,7 @@ torch uses for its other fused kernels, whose backward recomputes the scores (2.
 backend that ran is read from the counted ops and the prediction made for it.
 
 >>> [c.ok for c in check("pre-ln", preset="tiny", device="meta")]
-[True, True, True, True, True, True, True, True, True, True]
+[True, True, True, True, True, True, True, True, True, True, True]
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ from dataclasses import asdict, dataclass
 import networkx as nx
 import torch
 
-from .analyze import evaluate
+from ..graphs.expr import evaluate
 from .build import Block, build_model
-from .flops import flop_counts
-from .graph import edge_scale, model_nodes, segment_prefix, segments
-from .ops import get_op, op_names
-from .params import COMPONENTS, leaf_params, param_counts
-from .presets import DEFAULT_PRESET, resolve_dims
-from .variants import get
+from ..analysis.flops import flop_counts
+from ..graphs.graph import edge_scale, model_nodes, segment_prefix, segments
+from ..graphs.ops import get_op, op_names
+from ..analysis.params import leaf_params, param_counts
+from ..graphs.ops import COMPONENTS
+from ..graphs.presets import DEFAULT_PRESET
+from ..graphs.resolve import resolve
 
 aten = torch.ops.aten
 INIT_LOSS_TOLERANCE = 0.1  # relative to ln(vocab)
@@ -85,8 +86,7 @@ def _is_fused_attention(op_names) -> bool:
 def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, device: str = "meta",
           seed: int = 0, **overrides) -> list[Check]:
     """Build ``variant`` at ``dims`` on ``device`` and run every check."""
-    graph = variant if isinstance(variant, nx.DiGraph) else get(variant)
-    dims = resolve_dims(preset, overrides) if dims is None else dims
+    graph, dims = resolve(variant, preset, dims, **overrides)
     model = build_model(graph, dims, device=device, seed=seed)
     return [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
             check_structure(graph, model), check_paths(graph, model),
@@ -212,8 +212,8 @@ def traced_model_graph(model) -> nx.DiGraph:
 
 def traced_generating_function(model) -> dict:
     """The path generating function of the built model's traced computation, from the token
-    embedding to the unembedding, in term form: compare with :func:`blockalg.paths.model_terms`."""
-    from .paths import ROLE_MARK, path_terms
+    embedding to the unembedding, in term form: compare with :func:`blockalg.analysis.paths.model_terms`."""
+    from ..analysis.paths import ROLE_MARK, path_terms
 
     graph = traced_model_graph(model)
 
@@ -227,7 +227,7 @@ def traced_generating_function(model) -> dict:
 
 def check_paths(graph, model) -> Check:
     """The traced model's path generating function equals the symbolic T**L · final exactly."""
-    from .paths import model_terms
+    from ..analysis.paths import model_terms
 
     predicted = model_terms(graph, len(model.blocks))
     measured = traced_generating_function(model)
@@ -245,7 +245,7 @@ def _edges(graph, scale_of) -> set:
 
 def check_structure(graph, model) -> Check:
     """Every layer's traced computation has exactly its block graph's edges, ops and edge scales."""
-    from .expr import numeric_value
+    from ..graphs.expr import numeric_value
 
     expected = [_edges(block, lambda u, v: numeric_value(edge_scale(block, u, v), model.dims))
                 for block, _ in segments(graph)]

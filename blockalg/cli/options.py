@@ -9,8 +9,8 @@ import sys
 
 import click
 
-from .errors import BlockalgError
-from .presets import DEFAULT_PRESET, parse_assignments, preset_names, resolve_dims
+from ..errors import BlockalgError
+from ..graphs.presets import DEFAULT_PRESET, parse_assignments, preset_names, resolve_dims
 
 
 def hf_config_option(command):
@@ -38,12 +38,12 @@ def resolve_inputs(variants, preset, assignments, hf_config):
     With ``--hf-config`` the config's model comes first and its dimensions are used for all; the
     config fields blockalg does not model are listed on stderr.
     """
-    from .variants import get
+    from ..graphs.variants import get
 
     overrides = parse_assignments(assignments)
     graphs = []
     if hf_config:
-        from .hf import from_hf_config
+        from ..graphs.hf import from_hf_config
 
         model = from_hf_config(hf_config, **overrides)
         if preset != DEFAULT_PRESET:

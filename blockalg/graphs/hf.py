@@ -2,7 +2,7 @@
 
 :func:`from_hf_config` reads a config (a path, a dict, or a ``transformers`` config object; no
 weights, no network) and returns an :class:`HFModel`: the graph built with the same
-:class:`~blockalg.graph.BlockBuilder` as the catalog, the dimensions, and the config fields that
+:class:`~blockalg.graphs.graph.BlockBuilder` as the catalog, the dimensions, and the config fields that
 change the computation but that blockalg does not model (so a reader knows what the numbers
 leave out). Tests build each architecture with ``transformers`` on the meta device and compare
 parameter counts and matmul FLOPs exactly. A ``config.json`` saved by ``transformers`` omits the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from .errors import BlockalgError
+from ..errors import BlockalgError
 from .graph import BlockBuilder
 from .presets import resolve_dims
 from .variants import pre_norm_block

@@ -1,12 +1,14 @@
 """Tables of results, shared by the CLI, reports and notebooks: each function takes results
-and returns a :class:`~blockalg.render.Table`, which renders as text, Markdown, LaTeX or CSV."""
+and returns a :class:`~blockalg.output.render.Table`, which renders as text, Markdown, LaTeX or CSV."""
 
 from __future__ import annotations
 
 import sympy as sp
 
 from .render import Table, format_int, format_value
-from .symbols import LATEX_NAMES
+from ..analysis.paths import PATH_KEYS
+from ..graphs.ops import COMPONENTS
+from ..graphs.symbols import LATEX_NAMES
 
 
 def written(expr, fmt: str) -> str:
@@ -25,7 +27,7 @@ def dims_line(dims) -> str:
 
 #: The check that measures each quantity of the comparison table.
 CHECK_OF = {"params.total": "params", **{f"params.{c}": f"params.{c}"
-                                         for c in ("attention", "ffn", "norm", "embedding")},
+                                         for c in COMPONENTS},
             "flops.forward_matmul": "flops.forward_matmul",
             "flops.backward_matmul": "flops.backward_matmul"}
 
@@ -76,8 +78,7 @@ def path_table(graphs, stats, layers, fmt) -> Table:
     for g in graphs:
         headers += [g.graph["name"], "closed form"]
     values = [st.at(layers) for st in stats]
-    for key in ("count", "shortest.norms", "shortest.sublayers", "longest.norms",
-                "longest.sublayers", "mean_sublayers", "mean_norms"):
+    for key in PATH_KEYS:
         row = [key]
         for st, v in zip(stats, values):
             group, _, part = key.partition(".")

@@ -3,8 +3,8 @@
 Registered on the ``blockalg`` group by :mod:`blockalg.cli`; also runs on its own, which is what
 ``torchrun`` needs for ``-m``::
 
-    python -m blockalg.train_cli pre-ln post-ln --preset tiny --steps 100
-    torchrun --nproc-per-node 2 -m blockalg.train_cli pre-ln post-ln --lr 1e-3 --lr 1e-2 --seeds 2
+    python -m blockalg.cli.train pre-ln post-ln --preset tiny --steps 100
+    torchrun --nproc-per-node 2 -m blockalg.cli.train pre-ln post-ln --lr 1e-3 --lr 1e-2 --seeds 2
 
 Importing this module does not import torch (the library imports it inside its functions).
 """
@@ -16,10 +16,10 @@ import sys
 
 import click
 
-from .errors import BlockalgError
+from ..errors import BlockalgError
 from .options import dims_options, progress, resolve_inputs
-from .presets import parse_assignments
-from .train import DATASETS, DEVICES, DTYPES, SCHEDULES
+from ..graphs.presets import parse_assignments
+from ..model.train import DATASETS, DEVICES, DTYPES, SCHEDULES
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
@@ -72,7 +72,7 @@ def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups,
     loss marks a run "diverged" and the sweep goes on. Under torchrun the runs are dealt out to
     the ranks (same numbers as one process) or, with --ddp, each run is data-parallel.
     """
-    from . import train
+    from ..model import train
 
     world = train.world_from_env()
     try:
@@ -110,7 +110,7 @@ def _progress_bar(world):
 
 def _emit(result: dict, fmt: str, out) -> None:
     """Print the result (JSON or one line per run) and write the folder of ``--out``."""
-    from .train import summary_table, sweep_report
+    from ..model.train import summary_table, sweep_report
 
     if out:
         folder = sweep_report(result)
@@ -129,7 +129,7 @@ def _emit(result: dict, fmt: str, out) -> None:
 def standalone(args=None) -> int:
     """Run the command outside the ``blockalg`` group, with its error handling: bad input is one
     line on stderr (from rank 0 only, under torchrun) and exit code 2."""
-    from .train import world_from_env
+    from ..model.train import world_from_env
 
     say = click.echo if world_from_env().rank == 0 else (lambda *a, **k: None)
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .errors import BlockalgError
+from ..errors import BlockalgError
 from .symbols import DIMENSIONS
 
 DEFAULT_PRESET = "gpt2-small"

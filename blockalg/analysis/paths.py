@@ -11,7 +11,7 @@ Everything else follows from T. Because the L blocks are chosen independently al
 degree's minimum, maximum and mean over paths are L times the block's; distributions are the
 coefficients of ``T(1, t, t)**L`` (sublayers) and ``T(t, 1, 1)**L`` (norms).
 
->>> from blockalg.variants import get
+>>> from blockalg.graphs.variants import get
 >>> block_polynomial(get("pre-ln"))
 (a*n + 1)*(f*n + 1)
 >>> s = path_stats(get("pre-ln"))
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import networkx as nx
 import sympy as sp
 
-from .errors import BlockalgError
-from .graph import (
+from ..errors import BlockalgError
+from ..graphs.graph import (
     edge_scale,
     final_norm,
     model_streams,
@@ -37,14 +37,17 @@ from .graph import (
     source,
     stream_nodes,
 )
-from .ops import ATTENTION, FFN, INPUT, NORM, OUTPUT, get_op
-from .symbols import n_layers
+from ..graphs.ops import ATTENTION, FFN, INPUT, NORM, OUTPUT, get_op
+from ..graphs.symbols import n_layers
 
 #: The marks of the generating function: a norm, an attention sublayer, an FFN sublayer.
 n, a, f = sp.symbols("n a f", positive=True)
 t = sp.Symbol("t", positive=True)  # the variable of a distribution's generating polynomial
 layer = sp.Symbol("l", integer=True, positive=True)  # a layer index, 1..L
 ROLE_MARK = {NORM: n, ATTENTION: a, FFN: f}
+#: The statistics every model has, in table order (keys of ``PathStats.expressions``).
+PATH_KEYS = ("count", "shortest.norms", "shortest.sublayers", "longest.norms", "longest.sublayers",
+             "mean_sublayers", "mean_norms")
 
 
 def path_terms(graph: nx.DiGraph, start, end, mark_of, scale_of=None) -> dict[tuple, object]:
@@ -245,11 +248,6 @@ class PathStats:
                 "mean_norms": str(sp.Rational(value["mean_norms"])),
                 "generating_function": sp.sstr(self.generating_function),
                 "block_generating_function": sp.sstr(self.block)}
-
-    def _repr_markdown_(self) -> str:
-        rows = "\n".join(f"| {key} | ${sp.latex(expr)}$ |" for key, expr in self.expressions.items())
-        return (f"T(n, a, f) = ${sp.latex(self.block)}$; model: ${sp.latex(self.generating_function)}$"
-                f"\n\n| statistic | closed form |\n| --- | --- |\n{rows}")
 
     def shortest_to_layer(self, layers: int) -> list[dict]:
         """For each layer l = 1..L, the shortest path from the model output back to layer l's

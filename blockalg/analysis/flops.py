@@ -4,11 +4,11 @@
 counts (mm, addmm, bmm, attention) with attention at the dense s×s cost;
 ``forward_matmul_causal`` counts only the unmasked causal scores; ``forward_other`` is everything
 else (norms, softmax, activations, adds, biases, edge scales) at the per-element costs documented
-in :mod:`blockalg.ops`. ``backward_matmul_fused`` is the backward as FlopCounterMode counts it when
+in :mod:`blockalg.graphs.ops`. ``backward_matmul_fused`` is the backward as FlopCounterMode counts it when
 attention runs a fused kernel that recomputes the scores (CUDA flash/efficient/cuDNN, CPU flash). The unembedding matmul is included; the loss is not.
 
->>> from blockalg.variants import get
->>> from blockalg.symbols import default_relations
+>>> from blockalg.graphs.variants import get
+>>> from blockalg.graphs.symbols import default_relations
 >>> f = flop_counts(get("pre-ln"))["forward_matmul"].subs(default_relations())
 >>> sp.factor(f - flop_counts(get("post-ln"))["forward_matmul"].subs(default_relations()))
 0
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .graph import edge_width, model_nodes, scaled_edges, segments
-from .symbols import seq_len
+from ..graphs.graph import edge_width, model_nodes, scaled_edges, segments
+from ..graphs.symbols import seq_len
 
 KINDS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal",
          "backward_matmul_fused")

@@ -8,11 +8,12 @@ import io
 
 import networkx as nx
 
-from .files import write_atomic_bytes
-from .ops import ATTENTION, FFN, NORM, get_op
+from ..files import write_atomic_bytes
+from ..graphs.ops import ATTENTION, FFN, NORM, get_op
 
 STYLES = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")]
-COMPONENT_COLORS = {"attention": "#4c72b0", "ffn": "#dd8452", "norm": "#55a868", "embedding": "#8172b3"}
+COMPONENT_COLORS = {"attention": "#4c72b0", "ffn": "#dd8452", "norm": "#55a868", "scale": "#c44e52",
+                    "embedding": "#8172b3"}
 ROLE_COLORS = {NORM: "#55a868", ATTENTION: "#4c72b0", FFN: "#dd8452"}
 
 
@@ -149,7 +150,7 @@ def block_drawing(graph):
     its segments' blocks side by side."""
     plt = pyplot()
     if graph.graph.get("segments"):
-        from .graph import segments
+        from ..graphs.graph import segments
 
         parts = segments(graph)
         figures = [block_drawing(block) for block, _ in parts]

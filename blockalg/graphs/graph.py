@@ -1,7 +1,7 @@
 """Block graphs: construction, validation, the model around a block, and JSON files.
 
 A block is a :class:`networkx.DiGraph` whose nodes are sublayers. Every node has an ``op``
-attribute naming a kind from :mod:`blockalg.ops` plus that kind's attributes; edges carry
+attribute naming a kind from :mod:`blockalg.graphs.ops` plus that kind's attributes; edges carry
 residual-stream-shaped tensors and may carry a constant ``scale`` (a number or an expression such as
 ``"(2*L)**(1/4)"``). There is exactly one ``input`` node (the source) and one ``output`` node (the
 sink).
@@ -40,9 +40,9 @@ from pathlib import Path
 import networkx as nx
 import sympy as sp
 
-from .errors import BlockalgError
+from ..errors import BlockalgError
 from .expr import parse_expression
-from .files import write_atomic
+from ..files import write_atomic
 from .ops import INPUT, NORM, OUTPUT, OpKind, get_op
 from .symbols import d_model, n_layers
 
@@ -50,29 +50,13 @@ MODEL_DEFAULTS = {"final_norm": None, "positions": "learned", "tied_embeddings":
                   "init": "gpt2", "position_offset": 0, "streams": None, "head": None}
 STREAM_INITS = ("embedding", "zero")
 POSITIONS = ("learned", "none")
-INIT_SCHEMES = ("gpt2", "deepnorm")  # implemented in blockalg.nn.INITS
+INIT_SCHEMES = ("gpt2", "deepnorm")  # implemented in blockalg.model.modules.INITS
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class BlockGraph(nx.DiGraph):
-    """A block: a networkx DiGraph that also displays itself in notebooks (the equations and a
-    Mermaid diagram as Markdown, the drawing as SVG). Everything else is plain networkx."""
-
-    def _repr_markdown_(self) -> str:
-        from .render import graph_to_mermaid
-
-        equations = "; ".join(self.graph.get("equations", []))
-        head = f"**{self.graph.get('name', 'block')}**" + (f": {equations}" if equations else "")
-        return f"{head}\n\n```mermaid\n{graph_to_mermaid(self)}\n```"
-
-    def _repr_svg_(self) -> str:
-        from .plots import block_drawing, figure_bytes, pyplot
-
-        fig = block_drawing(self)
-        try:
-            return figure_bytes(fig, "svg").decode("utf-8")
-        finally:
-            pyplot().close(fig)
+    """A block: a plain networkx DiGraph, of its own type so that notebooks can display it (the
+    equations, a Mermaid diagram and a drawing; registered by :mod:`blockalg.output.display`)."""
 
 
 class BlockBuilder:
@@ -380,7 +364,7 @@ def segments(graph) -> list[tuple[nx.DiGraph, sp.Expr]]:
     expression in ``n_layers``): ``[(graph, n_layers)]`` for a plain block, a stack's segments
     otherwise (mix-ln: ``floor(n_layers/4)`` post-LN blocks, then pre-LN ones).
 
-    >>> from blockalg.variants import get
+    >>> from blockalg.graphs.variants import get
     >>> [(b.graph["name"], n) for b, n in segments(get("mix-ln"))]
     [('post-ln', floor(n_layers/4)), ('pre-ln', n_layers - floor(n_layers/4))]
     """
@@ -411,7 +395,7 @@ class ModelNode:
 def model_nodes(graph) -> list[ModelNode]:
     """Every node of the model built around ``graph``, in forward order.
 
-    >>> from blockalg.variants import get
+    >>> from blockalg.graphs.variants import get
     >>> [(m.path, m.count) for m in model_nodes(get("pre-ln")) if m.op.params(m.attrs)]
     [('wte', 1), ('wpe', 1), ('block.ln_1', n_layers), ('block.attn', n_layers), \
 ('block.ln_2', n_layers), ('block.ffn', n_layers), ('ln_f', 1)]

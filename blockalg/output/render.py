@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from .ops import get_op
+from ..graphs.ops import get_op
 
 FORMATS = ("table", "markdown", "latex", "csv")
 
@@ -149,7 +149,7 @@ def _edge_label(graph, u, v) -> str:
 
 def _segment_lines(graph):
     """For a stack: each segment's block, titled with its layers."""
-    from .graph import segments
+    from ..graphs.graph import segments
 
     return [(f"{block.graph.get('name', 'block')} × {count}", block) for block, count in segments(graph)]
 

@@ -6,8 +6,8 @@ display formatters (``formatter.for_type``) when blockalg is imported inside IPy
 notebook the same functions render on demand:
 
 >>> from blockalg import analyze
->>> print(markdown(analyze("pre-ln", preset="tiny")).splitlines()[1])
-| --- | ---: | --- |
+>>> print(markdown(analyze("pre-ln", preset="tiny")).splitlines()[0])
+| quantity | value | closed form |
 """
 
 from __future__ import annotations

@@ -26,18 +26,10 @@ from multiprocessing import get_context
 from blockalg.graphs.presets import resolve_dims
 from blockalg.output.render import Table
 from blockalg.output.report import ReportFolder, study_main
-from blockalg.model.train import (
-    RunConfig,
-    data_dims,
-    data_summary,
-    divergence_bound,
-    loss_curves,
-    lr_sweep_figure,
-    sig,
-    sweep_runs,
-    threads,
-    train_run,
-)
+from blockalg.model.data import data_dims, data_summary
+from blockalg.model.distributed import threads
+from blockalg.model.train import RunConfig, divergence_bound, sweep_runs, train_run
+from blockalg.output.training import loss_curves, lr_sweep_figure, sig
 
 VARIANTS = ("pre-ln", "post-ln", "hybrid-ln")
 #: A difference in final validation loss below this (nats per byte) is read as no difference.
@@ -214,7 +206,7 @@ def largest_gradient(variant: str, s: Scale) -> list:
     import torch
 
     from blockalg import build_model
-    from blockalg.model.train import load_corpus, sample_batch
+    from blockalg.model.data import load_corpus, sample_batch
 
     model = build_model(variant, s.dims, seed=s.seeds[0])
     x, y = sample_batch(load_corpus("text").train, s.base.batch, s.dims["seq_len"],

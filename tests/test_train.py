@@ -16,11 +16,11 @@ from click.testing import CliRunner
 
 from blockalg.errors import BlockalgError
 from blockalg.graphs.presets import resolve_dims
+from blockalg.model.data import data_dims
 from blockalg.model.train import (
     TIMING_FIELDS,
     RunConfig,
     comparable,
-    data_dims,
     learning_rate,
     step_flops,
     sweep_runs,

@@ -227,7 +227,9 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
     Expected: post-LN gradient norms grow toward the output layers, pre-LN stay roughly flat.
     What this run measures is printed as measured.
     """
-    from ..model.gradients import gradient_norms, plot_gradient_norms
+    from ..model.gradients import gradient_norms
+    from ..output.plots import gradient_norms as gradient_figure
+    from ..output.plots import save_figure
 
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
     with progress(graphs, "measuring") as bar:
@@ -235,7 +237,7 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
                                   device=device, init_std=init_std, residual_scaling=residual_scaling)
                    for graph in bar]
     if plot:
-        plot_gradient_norms(results, plot)
+        save_figure(gradient_figure(results), plot)
         click.echo(f"wrote {plot}", err=True)
     if fmt == "json":
         click.echo(json.dumps({"preset": preset, "dims": dims, "device": device, "batch": batch,

@@ -19,7 +19,8 @@ import click
 from ..errors import BlockalgError
 from .options import dims_options, progress, resolve_inputs
 from ..graphs.presets import parse_assignments
-from ..model.train import DATASETS, DEVICES, DTYPES, SCHEDULES
+from ..model.data import DATASETS
+from ..model.train import DEVICES, DTYPES, SCHEDULES
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
@@ -72,12 +73,12 @@ def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups,
     loss marks a run "diverged" and the sweep goes on. Under torchrun the runs are dealt out to
     the ranks (same numbers as one process) or, with --ddp, each run is data-parallel.
     """
-    from ..model import train
+    from ..model import data, distributed, train
 
-    world = train.world_from_env()
+    world = distributed.world_from_env()
     try:
         graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
-        dims = train.data_dims(dims, data, parse_assignments(assignments).get("vocab"))
+        dims = data.data_dims(dims, data, parse_assignments(assignments).get("vocab"))
         base = train.RunConfig(lr=lrs[0], steps=steps, batch=batch, schedule=schedule, clip=clip,
                                eval_every=eval_every, max_loss=max_loss, data=data, device=device,
                                dtype=dtype, compile=compile_)
@@ -89,14 +90,14 @@ def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups,
         if world.rank != 0:
             sys.exit(2)  # rank 0 says it once
         raise
-    with train.threads(threads), train.process_group(world, device):
+    with distributed.threads(threads), distributed.process_group(world, device):
         results = train.run_sweep(graphs, dims, runs, world=world, ddp=ddp,
                                   wrap=_progress_bar(world))
     if world.rank != 0:
         return
     _emit({"runs": results, "dims": dims, "preset": label,
            "config": train.config_summary(base, world, ddp),
-           "data": train.data_summary(data, dims["vocab"])}, fmt, out)
+           "data": data.data_summary(data, dims["vocab"])}, fmt, out)
 
 
 def _progress_bar(world):
@@ -110,7 +111,7 @@ def _progress_bar(world):
 
 def _emit(result: dict, fmt: str, out) -> None:
     """Print the result (JSON or one line per run) and write the folder of ``--out``."""
-    from ..model.train import summary_table, sweep_report
+    from ..output.training import summary_table, sweep_report
 
     if out:
         folder = sweep_report(result)
@@ -129,7 +130,7 @@ def _emit(result: dict, fmt: str, out) -> None:
 def standalone(args=None) -> int:
     """Run the command outside the ``blockalg`` group, with its error handling: bad input is one
     line on stderr (from rank 0 only, under torchrun) and exit code 2."""
-    from ..model.train import world_from_env
+    from ..model.distributed import world_from_env
 
     say = click.echo if world_from_env().rank == 0 else (lambda *a, **k: None)
     try:

@@ -119,11 +119,3 @@ def ffn_output_projections(block):
     for node, module in block.named_children():
         if get_op(module.kind).component == "ffn" and module.output_projection:
             yield f"{node}.{module.output_projection}"
-
-
-def plot_gradient_norms(results: list[GradientNorms], path) -> None:
-    """Save the two-panel figure of :func:`blockalg.output.plots.gradient_norms` (PNG, SVG or PDF)."""
-    from ..output.plots import gradient_norms as figure
-    from ..output.plots import save_figure
-
-    save_figure(figure(results), path)

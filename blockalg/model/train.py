@@ -28,6 +28,7 @@ The recipe, kept simple on purpose:
   2·ln(vocab) + 5: a uniform guess scores ln(vocab), so this is far beyond anything a training
   model produces), ends the run with status ``"diverged"`` at that step; the sweep goes on.
 
+>>> from blockalg.graphs.presets import resolve_dims
 >>> config = RunConfig(lr=3e-3, warmup=10, steps=20, batch=4, data="synthetic", eval_every=10)
 >>> result = train_run("pre-ln", resolve_dims("tiny", {"vocab": 32, "n_ctx": 16}), config)
 >>> result["status"], len(result["steps"]), [e["step"] for e in result["eval"]]
@@ -39,30 +40,20 @@ True
 from __future__ import annotations
 
 import contextlib
-import csv
-import functools
-import io
 import itertools
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 
-import networkx as nx
 
 from ..errors import BlockalgError
-from ..graphs.presets import resolve_dims
-from ..graphs.variants import get
+from ..graphs.resolve import resolve_graph
+from .data import DATASETS, eval_windows, load_corpus, sample_batch
+from .distributed import World
 
-DATASETS = ("text", "synthetic")
 SCHEDULES = ("cosine", "constant")
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "cuda")
-TEXT_VOCAB = 256  # byte-level
-SYNTHETIC_VOCAB = 32
-SYNTHETIC_TOKENS = 1 << 17
-SYNTHETIC_P = 0.9  # probability of the fixed successor in the synthetic chain
-VAL_FRACTION = 0.1
 MIN_LR_RATIO = 0.1  # the cosine schedule ends at 10 % of the peak
 BETAS = (0.9, 0.95)
 #: Fields of a run's record that measure the machine, not the run (excluded from equality checks).
@@ -155,27 +146,6 @@ def sweep_runs(names, lrs, warmups, seeds, base: RunConfig) -> list[Run]:
             for i, ((v, name), lr, warmup, seed) in enumerate(grid)]
 
 
-def data_dims(dims: dict, data: str, vocab: int | None = None) -> dict:
-    """``dims`` with the vocabulary the data needs: 256 for ``text`` (bytes; any other explicit
-    ``vocab`` is an error), ``vocab`` or 32 for ``synthetic``.
-
-    >>> data_dims(resolve_dims("tiny"), "text")["vocab"]
-    256
-    """
-    if data == "text":
-        if vocab not in (None, TEXT_VOCAB):
-            raise BlockalgError(f"vocab = {vocab}: --data text is byte-level, its vocab is "
-                                f"{TEXT_VOCAB}")
-        vocab = TEXT_VOCAB
-    elif data == "synthetic":
-        vocab = vocab or SYNTHETIC_VOCAB
-        if vocab < 2:
-            raise BlockalgError(f"vocab = {vocab}: the synthetic chain needs at least 2 tokens")
-    else:
-        raise BlockalgError(f"unknown data '{data}' (known: {', '.join(DATASETS)})")
-    return resolve_dims(dims, {"vocab": vocab})
-
-
 def divergence_bound(vocab: int, max_loss: float | None = None) -> float:
     """The loss above which a run counts as diverged: ``max_loss``, else 2·ln(vocab) + 5.
 
@@ -183,124 +153,6 @@ def divergence_bound(vocab: int, max_loss: float | None = None) -> float:
     16.09
     """
     return max_loss if max_loss is not None else 2 * math.log(vocab) + 5
-
-
-# ---------------------------------------------------------------------------------------------
-# Data.
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """A token stream split into training and validation parts (1-D int64 tensors)."""
-
-    name: str
-    vocab: int
-    train: object
-    val: object
-    floor: float | None = None  # the lowest achievable loss, where known
-
-
-@functools.lru_cache(maxsize=4)
-def load_corpus(name: str, vocab: int = TEXT_VOCAB) -> Corpus:
-    """The ``text`` or ``synthetic`` corpus (cached per process; see the module docstring).
-
-    >>> c = load_corpus("text")
-    >>> c.vocab, round(len(c.val) / (len(c.train) + len(c.val)), 3)
-    (256, 0.1)
-    """
-    import torch
-
-    if name == "text":
-        tokens = torch.tensor(list(topics_text().encode("utf-8")), dtype=torch.long)
-        floor = None
-    else:
-        tokens = markov_tokens(vocab)
-        floor = markov_floor(vocab)
-    cut = int(len(tokens) * (1 - VAL_FRACTION))
-    return Corpus(name, vocab, tokens[:cut], tokens[cut:], floor)
-
-
-def topics_text() -> str:
-    """CPython's pydoc topics (the help() pages of the language reference), one string."""
-    from pydoc_data.topics import topics
-
-    return "".join(topics[key] for key in sorted(topics))
-
-
-def markov_tokens(vocab: int, length: int = SYNTHETIC_TOKENS, p: float = SYNTHETIC_P):
-    """A fixed (seed 0) chain: the next token is ``successor[token]`` with probability ``p``,
-    else uniform over the vocab."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    successor = torch.randperm(vocab, generator=g).tolist()
-    jumps = (torch.rand(length, generator=g) >= p).tolist()
-    uniform = torch.randint(0, vocab, (length,), generator=g).tolist()
-    tokens, token = [], 0
-    for jump, u in zip(jumps, uniform):
-        token = u if jump else successor[token]
-        tokens.append(token)
-    return torch.tensor(tokens, dtype=torch.long)
-
-
-def markov_floor(vocab: int, p: float = SYNTHETIC_P) -> float:
-    """The entropy (nats per token) of the synthetic chain's next token: the best possible loss.
-
-    >>> round(markov_floor(32), 4)
-    0.6508
-    """
-    hit, miss = p + (1 - p) / vocab, (1 - p) / vocab
-    return -(hit * math.log(hit) + (vocab - 1) * miss * math.log(miss))
-
-
-def unigram_loss(corpus: Corpus) -> float:
-    """Validation loss of the best model that ignores context: the training split's token
-    frequencies (add-one smoothed). A run that ends near it has learnt nothing but frequencies.
-
-    >>> round(unigram_loss(load_corpus("text")), 3)
-    3.247
-    """
-    import torch
-
-    counts = torch.bincount(corpus.train, minlength=corpus.vocab).double() + 1
-    return float(-(counts / counts.sum()).log()[corpus.val].mean())
-
-
-def data_summary(data: str, vocab: int) -> dict:
-    """The data of a sweep in numbers: split sizes and the reference losses (uniform guess,
-    unigram frequencies, the entropy floor where known)."""
-    corpus = load_corpus(data, vocab)
-    return {"name": data, "vocab": vocab, "train_tokens": len(corpus.train),
-            "val_tokens": len(corpus.val), "uniform_loss": math.log(vocab),
-            "unigram_val_loss": unigram_loss(corpus), "floor": corpus.floor}
-
-
-def sample_batch(tokens, batch: int, seq_len: int, generator):
-    """``batch`` random windows of ``tokens``: inputs and next-token targets, (batch, seq_len).
-
-    >>> import torch
-    >>> x, y = sample_batch(torch.arange(100), 2, 5, torch.Generator().manual_seed(0))
-    >>> bool((y == x + 1).all()), tuple(x.shape)
-    (True, (2, 5))
-    """
-    import torch
-
-    starts = torch.randint(0, len(tokens) - seq_len, (batch,), generator=generator)
-    windows = tokens[starts[:, None] + torch.arange(seq_len + 1)]
-    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
-
-
-def eval_windows(tokens, count: int, seq_len: int):
-    """``count`` evenly spaced windows of ``tokens`` (the same for every run), as inputs/targets."""
-    import torch
-
-    starts = torch.linspace(0, len(tokens) - seq_len - 1, count).long()
-    windows = tokens[starts[:, None] + torch.arange(seq_len + 1)]
-    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
-
-
-# ---------------------------------------------------------------------------------------------
-# The optimiser and the schedule.
 
 
 def parameter_groups(model, weight_decay: float) -> list[dict]:
@@ -335,68 +187,6 @@ def learning_rate(step: int, config: RunConfig) -> float:
     span = config.steps - 1 - config.warmup
     progress = (step - config.warmup) / span if span > 0 else 1.0
     return config.lr * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes: one, or the ranks of a torchrun job.
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 outside one)."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    def device(self, kind: str) -> str:
-        """The device this rank trains on: ``cpu``, or its own GPU (``cuda:<local rank>``)."""
-        return f"cuda:{self.local_rank}" if kind == "cuda" else kind
-
-
-def world_from_env(env=os.environ) -> World:
-    """Rank, world size and local rank from torchrun's environment variables.
-
-    >>> world_from_env({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
-    World(rank=1, size=2, local_rank=1)
-    """
-    return World(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
-
-
-@contextlib.contextmanager
-def threads(count: int):
-    """Run the block with ``count`` CPU threads (``torch.set_num_threads``), then restore the
-    previous count. The arithmetic of a run depends on it: runs compared bit for bit across
-    processes must use the same count (1 is also the fastest for these small models)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def process_group(world: World, device: str):
-    """Join the job's process group (gloo on CPU, nccl on CUDA) for the block; nothing when alone."""
-    if world.size == 1:
-        yield world
-        return
-    import torch
-    import torch.distributed as dist
-
-    if device == "cuda":
-        torch.cuda.set_device(world.local_rank)
-    dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
-    try:
-        yield world
-        # NB: without this barrier a rank that finished sending (gather_object) could tear its
-        # connections down while rank 0 still receives, and gloo aborts the job (seen here).
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 def run_sweep(graphs, dims: dict, runs: list[Run], *, world: World = World(), ddp: bool = False,
@@ -471,7 +261,7 @@ def train_run(variant, dims: dict, config: RunConfig, *, world: World = World(),
     from .build import build_model
 
     check_device(config.device)
-    graph = variant if isinstance(variant, nx.DiGraph) else get(variant)
+    graph = resolve_graph(variant)
     corpus = load_corpus(config.data, dims["vocab"])
     if corpus.vocab != dims["vocab"]:
         raise BlockalgError(f"vocab = {dims['vocab']}: the {config.data} data needs "
@@ -630,7 +420,8 @@ def _throughput(record, graph, dims, config, clock, ranks: int) -> None:
 def step_flops(graph, dims: dict, batch: int) -> int:
     """Matmul FLOPs of one training step (forward + backward) from blockalg's own formulas.
 
-    >>> step_flops(get("pre-ln"), resolve_dims("tiny"), 2)  # 2 × (18,874,368 + 37,748,736)
+    >>> from blockalg.graphs.presets import resolve_dims
+    >>> step_flops("pre-ln", resolve_dims("tiny"), 2)  # 2 × (18,874,368 + 37,748,736)
     113246208
     """
     from ..analysis.analyze import analyze
@@ -654,166 +445,6 @@ def peak_flops(device: str, dtype: str, name: str | None = None) -> float | None
 
         name = torch.cuda.get_device_name()
     return next((peaks[dtype] for key, peaks in PEAK_FLOPS if key in name), None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Results: a summary table, CSV, figures, the report folder.
-
-
-def sig(x: float | None, digits: int = 4) -> float | None:
-    """``x`` rounded to ``digits`` significant digits (None stays None).
-
-    >>> sig(3.14159265)
-    3.142
-    """
-    return None if x is None else float(f"{x:.{digits}g}")
-
-
-def summary_table(runs: list[dict], title: str = "blockalg train"):
-    """One row per run: variant, lr, warm-up, seed, status, final validation loss, tokens/s."""
-    from ..output.render import Table
-
-    rows = [[r["variant"], f"{r['lr']:g}", str(r["warmup"]), str(r["seed"]),
-             r["status"] if r["status"] == "ok" else f"diverged@{r['diverged_at']}",
-             _cell(r["final_val_loss"]), _cell(r["tokens_per_s"], 3)] for r in runs]
-    return Table(title, ["variant", "lr", "warmup", "seed", "status", "final val loss",
-                         "tokens/s"], rows, align="lrrrlrr")
-
-
-def _cell(x, digits: int = 4) -> str:
-    return "—" if x is None else f"{sig(x, digits):g}"
-
-
-def records_csv(runs: list[dict], key: str, fields: tuple[str, ...]) -> str:
-    """One CSV row per entry of ``run[key]`` (``steps`` or ``eval``), prefixed by the run's labels."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    labels = ("variant", "lr", "warmup", "seed")
-    writer.writerow([*labels, *fields])
-    for run in runs:
-        for entry in run[key]:
-            writer.writerow([run[k] for k in labels] + ["" if entry[f] is None else repr(entry[f])
-                                                        for f in fields])
-    return out.getvalue()
-
-
-def loss_curves(runs: list[dict], title: str = "", ymax: float | None = None,
-                baseline: float | None = None):
-    """Training loss (lines) and validation loss (dots) per step: one panel per variant and
-    warm-up, one colour per learning rate; a cross marks where a run diverged, a dashed grey
-    line the ``baseline`` (e.g. the unigram loss)."""
-    from ..output.plots import pyplot
-
-    plt = pyplot()
-    variants = list(dict.fromkeys(r["variant"] for r in runs))
-    warmups = sorted({r["warmup"] for r in runs})
-    lrs = sorted({r["lr"] for r in runs})
-    colors = {lr: plt.get_cmap("viridis")(i / max(1, len(lrs) - 1)) for i, lr in enumerate(lrs)}
-    fig, axes = plt.subplots(len(warmups), len(variants), squeeze=False, sharex=True, sharey=True,
-                             figsize=(3.6 * len(variants) + 1, 2.8 * len(warmups) + 0.6),
-                             constrained_layout=True)
-    first_seed = min(r["seed"] for r in runs)
-    for r in runs:
-        ax = axes[warmups.index(r["warmup"])][variants.index(r["variant"])]
-        color = colors[r["lr"]]
-        steps = [(e["step"], e["loss"]) for e in r["steps"] if e["loss"] is not None]
-        if steps:
-            ax.plot(*zip(*steps), color=color, lw=0.8, alpha=0.7,
-                    label=f"lr {r['lr']:g}" if r["seed"] == first_seed else None)
-        evals = [(e["step"], e["val_loss"]) for e in r["eval"] if e["val_loss"] is not None]
-        if evals:
-            ax.plot(*zip(*evals), "o", color=color, ms=3)
-        if r["status"] == "diverged":
-            y = ymax if ymax else steps[-1][1] if steps else 0.0
-            ax.plot([r["diverged_at"]], [y], "x", color=color, ms=9, mew=2)
-    for (i, wu), (j, v) in itertools.product(enumerate(warmups), enumerate(variants)):
-        ax = axes[i][j]
-        ax.set_title(f"{v}, warm-up {wu}", fontsize=9)
-        _baseline(ax, baseline)
-        if ymax:
-            ax.set_ylim(top=ymax)
-        if i == len(warmups) - 1:
-            ax.set_xlabel("step")
-        if j == 0:
-            ax.set_ylabel("loss (nats/token)")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title or "Training loss (lines) and validation loss (dots); × = diverged")
-    return fig
-
-
-def lr_sweep_figure(runs: list[dict], title: str = "", ymax: float | None = None,
-                    baseline: float | None = None):
-    """Final validation loss against learning rate (log): one line per variant and warm-up,
-    mean over seeds, every seed a dot; a diverged seed is a cross at the top of the panel."""
-    from ..output.plots import STYLES, pyplot
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    top = ymax or max((r["final_val_loss"] for r in runs if r["final_val_loss"] is not None),
-                      default=1.0) * 1.05
-    groups = {}
-    for r in runs:
-        groups.setdefault((r["variant"], r["warmup"]), []).append(r)
-    for i, ((variant, warmup), members) in enumerate(groups.items()):
-        marker, line = STYLES[i % len(STYLES)]
-        lrs = sorted({r["lr"] for r in members})
-        means = [_mean([r["final_val_loss"] for r in members if r["lr"] == lr]) for lr in lrs]
-        shown = [(lr, m) for lr, m in zip(lrs, means) if m is not None]
-        handle = ax.plot(*zip(*shown), marker=marker, linestyle=line,
-                         label=f"{variant}, warm-up {warmup}")[0] if shown else None
-        color = handle.get_color() if handle else None
-        for r in members:
-            y, symbol = (r["final_val_loss"], ".") if r["status"] == "ok" else (top, "x")
-            ax.plot([r["lr"]], [y], symbol, color=color, ms=8 if symbol == "x" else 4)
-    _baseline(ax, baseline)
-    ax.set_xscale("log")
-    ax.set_ylim(top=top)
-    ax.set_xlabel("peak learning rate")
-    ax.set_ylabel("final validation loss (nats/token)")
-    ax.set_title(title or "Final validation loss against learning rate (× = diverged)")
-    ax.legend(fontsize=7)
-    return fig
-
-
-def _baseline(ax, value: float | None) -> None:
-    if value is not None:
-        ax.axhline(value, color="grey", linestyle="--", lw=0.8, label="unigram baseline")
-
-
-def _mean(values):
-    """The mean of the values if none is None (a diverged seed spoils the mean), else None."""
-    return None if not values or any(v is None for v in values) else sum(values) / len(values)
-
-
-def sweep_report(result: dict, folder=None):
-    """The files of a sweep: ``runs.json`` (the JSON output), ``runs.csv`` and ``tables/runs.*``
-    (one row per run), ``steps.csv`` and ``eval.csv`` (every record), figures of the loss curves
-    and of the final validation loss against the learning rate, and a README.md."""
-    from ..output.report import ReportFolder
-
-    folder = folder or ReportFolder()
-    runs = result["runs"]
-    ymax = divergence_bound(result["dims"]["vocab"]) if runs else None
-    folder.add_json("runs.json", result)
-    table = summary_table(runs)
-    markdown = folder.add_table("tables/runs", table)
-    folder.add_text("runs.csv", folder.files["tables/runs.csv"].decode())
-    folder.add_text("steps.csv", records_csv(runs, "steps", ("step", "loss", "grad_norm", "lr")))
-    folder.add_text("eval.csv", records_csv(runs, "eval", ("step", "val_loss")))
-    data = result.get("data")
-    unigram = data["unigram_val_loss"] if data else None
-    curves = folder.add_figure("figures/loss_curves", loss_curves(runs, ymax=ymax, baseline=unigram))
-    sweep = folder.add_figure("figures/lr_sweep", lr_sweep_figure(runs, baseline=unigram))
-    config = ", ".join(f"{k} {v}" for k, v in result.get("config", {}).items())
-    references = [f"Reference losses on the validation split: uniform {sig(data['uniform_loss']):g}, "
-                  f"unigram frequencies {sig(data['unigram_val_loss']):g} nats/token.", ""] \
-        if data else []
-    folder.add_text("README.md", "\n".join([
-        "# blockalg train", "", f"Preset {result.get('preset')}; {config}.", "",
-        "Dimensions: " + ", ".join(f"{k} = {v}" for k, v in result["dims"].items()), "",
-        *references, markdown, "", f"![loss curves]({curves})", "",
-        f"![final loss against lr]({sweep})"]))
-    return folder
 
 
 def comparable(run: dict) -> dict:

@@ -12,16 +12,21 @@ import sys
 import click
 import sympy as sp
 
-from ..errors import BlockalgError
 from .options import (
+    CONTEXT,
+    TABLE_FORMATS,
     device_option,
     dims_options,
+    format_option,
     hf_config_option,
     progress,
+    real_device,
     resolve_inputs,
+    run_command,
+    set_option,
 )
 from ..graphs.presets import DEFAULT_PRESET, preset_names
-from ..output.render import FORMATS, Table, graph_to_dot, graph_to_mermaid, graph_to_text
+from ..output.render import Table, graph_to_dot, graph_to_mermaid, graph_to_text
 from ..output.tables import (
     closed_form_table,
     comparison_table,
@@ -35,32 +40,20 @@ from .train import train_command
 
 
 class _Group(click.Group):
-    """Turns every usage error into one line on stderr and exit code 2."""
+    """Runs every command under the one error contract of :func:`~.options.run_command`."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.ClickException as e:
-            click.echo(f"blockalg: error: {e.format_message()}", err=True)
-            sys.exit(e.exit_code)
-        except BlockalgError as e:
-            click.echo(f"blockalg: error: {e}", err=True)
-            sys.exit(2)
-        except click.Abort:
-            click.echo("blockalg: aborted", err=True)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
+        sys.exit(run_command(super(), args, prog_name))
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(package_name="blockalg")
 def main():
     """Exact parameter counts, FLOPs and gradient paths of transformer block variants."""
 
 
 @main.command("variants")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Output format.")
+@format_option(*TABLE_FORMATS, "json")
 def variants_command(fmt):
     """List the variant catalog."""
     from ..graphs.variants import catalog
@@ -72,14 +65,13 @@ def variants_command(fmt):
                                 "summary": v.summary} for v in entries], indent=2))
         return
     rows = [[v.name, ", ".join(v.aliases), "; ".join(v.equations)] for v in entries]
-    click.echo(Table("blockalg variants", ["name", "aliases", "equations"], rows).to_text())
+    click.echo(Table("blockalg variants", ["name", "aliases", "equations"], rows, align="lll").render(fmt))
 
 
 @main.command("show")
 @click.argument("variant", required=False)
 @hf_config_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid", "dot"]),
-              default="text", show_default=True, help="Output format.")
+@format_option("text", "json", "mermaid", "dot", default="text")
 def show_command(variant, hf_config, fmt):
     """Print the block graph of VARIANT (a catalog name or a .json graph file) or --hf-config."""
     from ..graphs.graph import to_json
@@ -93,8 +85,7 @@ def show_command(variant, hf_config, fmt):
 @main.command("compare")
 @click.argument("variants", nargs=-1)
 @dims_options
-@click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
-              show_default=True, help="Output format.")
+@format_option(*TABLE_FORMATS, "json")
 @click.option("--symbolic", is_flag=True, help="Also show the closed forms.")
 @click.option("--check", "run_checks", is_flag=True,
               help="Also build each model and show the measured numbers (imports torch).")
@@ -128,8 +119,7 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
 @click.argument("variants", nargs=-1)
 @dims_options
 @device_option
-@click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
-              show_default=True, help="Output format.")
+@format_option(*TABLE_FORMATS, "json")
 def check_command(variants, preset, assignments, hf_config, device, fmt):
     """Build each of VARIANTS as a torch model and check every number against the prediction.
 
@@ -156,16 +146,14 @@ DETAIL_MAX_LAYERS = 48
 
 @main.command("paths")
 @click.argument("variants", nargs=-1)
-@click.option("--preset", default=DEFAULT_PRESET, show_default=True, type=click.Choice(preset_names()),
-              help="Take the number of layers from this preset.")
-@click.option("--layers", type=click.IntRange(min=1), help="Number of layers (overrides --preset).")
-@hf_config_option
+@dims_options
+@click.option("--layers", type=click.IntRange(min=1),
+              help="Number of layers (the same as --set n_layers=N).")
 @click.option("--detail/--no-detail", default=None,
               help="Per-layer shortest paths and the full distributions "
                    f"(default: on up to {DETAIL_MAX_LAYERS} layers).")
-@click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
-              show_default=True, help="Output format.")
-def paths_command(variants, preset, layers, hf_config, detail, fmt):
+@format_option(*TABLE_FORMATS, "json")
+def paths_command(variants, preset, assignments, hf_config, layers, detail, fmt):
     """Gradient-path statistics of VARIANTS: closed forms in L and exact values.
 
     A path runs from the embedding output to the unembedding input; its length is counted in
@@ -174,7 +162,7 @@ def paths_command(variants, preset, layers, hf_config, detail, fmt):
     """
     from ..analysis.paths import path_stats
 
-    graphs, dims, _ = resolve_inputs(variants, preset, (), hf_config)
+    graphs, dims, _ = resolve_inputs(variants, preset, assignments, hf_config)
     layers = layers or dims["n_layers"]
     detail = layers <= DETAIL_MAX_LAYERS if detail is None else detail
     stats = [path_stats(g) for g in graphs]
@@ -208,7 +196,7 @@ def paths_command(variants, preset, layers, hf_config, detail, fmt):
 @main.command("gradients")
 @click.argument("variants", nargs=-1)
 @dims_options(default="tiny-deep")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@device_option(default="cpu")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Number of initialisations to average over.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
@@ -218,8 +206,7 @@ def paths_command(variants, preset, layers, hf_config, detail, fmt):
               help="GPT-2's 1/sqrt(2L) on the residual projections' init.")
 @click.option("--plot", type=click.Path(dir_okay=False), callback=lambda ctx, param, value:
               _figure_path(value), help="Save a figure (.png, .svg or .pdf).")
-@click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
-              show_default=True, help="Output format.")
+@format_option(*TABLE_FORMATS, "json")
 def gradients_command(variants, preset, assignments, hf_config, device, seeds, batch, init_std,
                       residual_scaling, plot, fmt):
     """Per-layer gradient norms at initialisation (Xiong et al. 2020, Fig. 3).
@@ -231,6 +218,7 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
     from ..output.plots import gradient_norms as gradient_figure
     from ..output.plots import save_figure
 
+    real_device(device, "measuring gradients")
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
     with progress(graphs, "measuring") as bar:
         results = [gradient_norms(graph, dims, seeds=tuple(range(seeds)), batch=batch,
@@ -273,21 +261,23 @@ THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}
 @click.argument("variants", nargs=-1)
 @click.option("--preset", "presets", multiple=True, type=click.Choice(preset_names()),
               help=f"Preset to report at (repeatable; default {DEFAULT_PRESET}).")
+@set_option
 @click.option("--out", type=click.Path(file_okay=False), default="reports/blockalg",
               show_default=True, help="Folder to write (replaced as a whole, atomically).")
 @hf_config_option
 @click.option("--empirical", is_flag=True, help="Also measure gradient norms at init (torch).")
 @click.option("--thousands", type=click.Choice(list(THOUSANDS)), default="comma", show_default=True,
               help="Thousands separator in the LaTeX tables.")
-@click.option("--check", "check_only", is_flag=True,
-              help="Write nothing; exit 1 if the text files on disk differ from what would be written.")
-def report_command(variants, presets, out, hf_config, empirical, thousands, check_only):
+@click.option("--drift", "--check", "check_only", is_flag=True,
+              help="Write nothing; exit 1 if the text files on disk differ from what would be "
+                   "written (--check is the old spelling).")
+def report_command(variants, presets, assignments, out, hf_config, empirical, thousands, check_only):
     """Write a self-contained report folder on VARIANTS: Markdown, LaTeX, CSV, JSON and figures."""
     from ..output.report import variant_report
 
     shapes = []
     for preset in presets or (DEFAULT_PRESET,):
-        graphs, dims, label = resolve_inputs(variants, preset, (), hf_config)
+        graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
         shapes.append((label, dims))
     folder = variant_report(graphs, dict(shapes), empirical=empirical, thousands=THOUSANDS[thousands])
     if check_only:
@@ -320,7 +310,7 @@ def _exit_code(checks) -> int:
     return 1 if failed else 0
 
 
-main.add_command(train_command)  # `blockalg train`, from blockalg/train_cli.py
+main.add_command(train_command)  # `blockalg train`, from blockalg/cli/train.py
 
 if __name__ == "__main__":
     main()

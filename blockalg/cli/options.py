@@ -12,6 +12,38 @@ import click
 from ..errors import BlockalgError
 from ..graphs.presets import DEFAULT_PRESET, parse_assignments, preset_names, resolve_dims
 
+#: ``-h`` as well as ``--help`` on every command.
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+#: The table formats of every command that prints a table; ``json`` is added where it applies.
+TABLE_FORMATS = ("table", "markdown", "latex", "csv")
+#: Where a torch model is built, with the same choices and meaning in every command.
+DEVICES = ("meta", "cpu", "cuda")
+
+
+def run_command(command, args=None, prog_name=None, say=None) -> int:
+    """Run a click command with blockalg's one error contract and return the exit code: bad
+    input (a :class:`BlockalgError` or a usage error) is one line on stderr, exit 2; Ctrl-C, one
+    line. ``say`` prints a line to stderr (the default ``click.echo(..., err=True)``)."""
+    say = say or (lambda line: click.echo(line, err=True))
+    try:
+        rv = command.main(args, prog_name=prog_name, standalone_mode=False)
+    except click.ClickException as e:
+        say(f"blockalg: error: {e.format_message()}")
+        return e.exit_code
+    except BlockalgError as e:
+        say(f"blockalg: error: {e}")
+        return 2
+    except click.Abort:
+        say("blockalg: aborted")
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+def format_option(*formats, default="table"):
+    """``--format``: one of ``formats`` (the same names in every command)."""
+    return click.option("--format", "fmt", type=click.Choice(formats), default=default,
+                        show_default=True, help="Output format.")
+
 
 def hf_config_option(command):
     """``--hf-config``: a Hugging Face config.json, analysed as one more variant at its own dims."""
@@ -20,13 +52,17 @@ def hf_config_option(command):
                              "dimensions replace the preset's.")(command)
 
 
+def set_option(command):
+    """``--set NAME=VALUE`` (repeatable): override one dimension of the preset."""
+    return click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
+                        help="Override one dimension, e.g. --set n_layers=48 (repeatable).")(command)
+
+
 def dims_options(command=None, *, default=DEFAULT_PRESET):
     """``--preset``, ``--set`` and ``--hf-config``, shared by every command that works at concrete
     dimensions."""
     def decorate(command):
-        command = hf_config_option(command)
-        command = click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
-                               help="Override one dimension, e.g. --set n_layers=48 (repeatable).")(command)
+        command = set_option(hf_config_option(command))
         return click.option("--preset", default=default, show_default=True,
                             type=click.Choice(preset_names()), help="Model shape to evaluate at.")(command)
     return decorate(command) if command else decorate
@@ -71,11 +107,21 @@ def _distinct_names(graphs):
     return graphs
 
 
-def device_option(command):
-    """``--device``: where the torch model is built for empirical checks."""
-    return click.option("--device", type=click.Choice(["meta", "cpu", "cuda"]), default="meta",
-                        show_default=True,
-                        help="meta: no memory, any size; cpu/cuda: real tensors.")(command)
+def device_option(command=None, *, default="meta"):
+    """``--device``: where the torch model is built (the same choices everywhere; commands that
+    need real values refuse ``meta`` with :func:`real_device`)."""
+    option = click.option("--device", type=click.Choice(DEVICES), default=default,
+                          show_default=True,
+                          help="Where the torch model is built: meta (no memory, any size, no "
+                               "values) or real tensors on cpu/cuda.")
+    return option(command) if command else option
+
+
+def real_device(device: str, what: str) -> str:
+    """``device``, or a one-line error when it is ``meta`` and ``what`` needs real values."""
+    if device == "meta":
+        raise BlockalgError(f"--device meta: {what} needs real tensors (use cpu or cuda)")
+    return device
 
 
 def progress(items, label: str):

@@ -17,15 +17,25 @@ import sys
 import click
 
 from ..errors import BlockalgError
-from .options import dims_options, progress, resolve_inputs
+from .options import (
+    CONTEXT,
+    TABLE_FORMATS,
+    device_option,
+    dims_options,
+    format_option,
+    progress,
+    real_device,
+    resolve_inputs,
+    run_command,
+)
 from ..graphs.presets import parse_assignments
 from ..model.data import DATASETS
-from ..model.train import DEVICES, DTYPES, SCHEDULES
+from ..model.train import DTYPES, SCHEDULES
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
-@click.command("train")
+@click.command("train", context_settings=CONTEXT)
 @click.argument("variants", nargs=-1)
 @dims_options(default="tiny")
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
@@ -40,7 +50,7 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
               help="After warm-up: cosine down to 10% of the peak at the last step, or constant.")
 @click.option("--clip", type=POSITIVE, default=None,
               help="Clip the gradient's total norm to this value (default: no clipping).")
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@device_option(default="cpu")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
               help="bfloat16: autocast over float32 weights.")
 @click.option("--compile", "compile_", is_flag=True, help="Train the torch.compile'd model.")
@@ -60,8 +70,7 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
                    "dealing the runs out to the ranks.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Also write JSON, CSV and figures to this folder (replaced atomically).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Output format.")
+@format_option(*TABLE_FORMATS, "json")
 def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups, seeds, schedule,
                   clip, device, dtype, compile_, data, batch, eval_every, max_loss, threads, ddp,
                   out, fmt):
@@ -73,12 +82,14 @@ def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups,
     loss marks a run "diverged" and the sweep goes on. Under torchrun the runs are dealt out to
     the ranks (same numbers as one process) or, with --ddp, each run is data-parallel.
     """
-    from ..model import data, distributed, train
+    from ..model import data as corpora
+    from ..model import distributed, train
 
     world = distributed.world_from_env()
     try:
+        real_device(device, "training")
         graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
-        dims = data.data_dims(dims, data, parse_assignments(assignments).get("vocab"))
+        dims = corpora.data_dims(dims, data, parse_assignments(assignments).get("vocab"))
         base = train.RunConfig(lr=lrs[0], steps=steps, batch=batch, schedule=schedule, clip=clip,
                                eval_every=eval_every, max_loss=max_loss, data=data, device=device,
                                dtype=dtype, compile=compile_)
@@ -97,7 +108,7 @@ def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups,
         return
     _emit({"runs": results, "dims": dims, "preset": label,
            "config": train.config_summary(base, world, ddp),
-           "data": data.data_summary(data, dims["vocab"])}, fmt, out)
+           "data": corpora.data_summary(data, dims["vocab"])}, fmt, out)
 
 
 def _progress_bar(world):
@@ -124,7 +135,7 @@ def _emit(result: dict, fmt: str, out) -> None:
         title = (f"blockalg train · preset {result['preset']} (d_model={dims['d_model']}, "
                  f"n_layers={dims['n_layers']}, seq_len={dims['seq_len']}, vocab={dims['vocab']})"
                  f" · {result['config']['steps']} steps")
-        click.echo(summary_table(result["runs"], title).to_text())
+        click.echo(summary_table(result["runs"], title).render(fmt))
 
 
 def standalone(args=None) -> int:
@@ -132,19 +143,8 @@ def standalone(args=None) -> int:
     line on stderr (from rank 0 only, under torchrun) and exit code 2."""
     from ..model.distributed import world_from_env
 
-    say = click.echo if world_from_env().rank == 0 else (lambda *a, **k: None)
-    try:
-        rv = train_command.main(args, prog_name="blockalg train", standalone_mode=False)
-    except click.ClickException as e:
-        say(f"blockalg: error: {e.format_message()}", err=True)
-        return e.exit_code
-    except BlockalgError as e:
-        say(f"blockalg: error: {e}", err=True)
-        return 2
-    except click.Abort:
-        say("blockalg: aborted", err=True)
-        return 1
-    return rv if isinstance(rv, int) else 0
+    say = (lambda line: click.echo(line, err=True)) if world_from_env().rank == 0 else (lambda line: None)
+    return run_command(train_command, args, "blockalg train", say)
 
 
 if __name__ == "__main__":

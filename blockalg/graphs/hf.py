@@ -26,7 +26,7 @@ import networkx as nx
 from ..errors import BlockalgError
 from .graph import BlockBuilder
 from .presets import resolve_dims
-from .variants import pre_norm_block
+from .variants import output_norm_block, post_norm_block, pre_norm_block
 
 
 @dataclass
@@ -208,10 +208,7 @@ def _llama_family(r: _Reader):
     tied = r("tie_word_embeddings", default=model_type == "gemma2")
     b = BlockBuilder(model_type, final_norm="rmsnorm", positions="none", tied_embeddings=tied)
     if model_type == "olmo2":  # norms on the branch outputs only
-        x = b.input()
-        y = b.node("add_1", "add", x, b.node("ln_1", "rmsnorm", b.node("attn", "attention", x, **attn)))
-        ffn_node = b.node("ffn", ffn[0], y, **ffn[1])
-        b.output(b.node("add_2", "add", y, b.node("ln_2", "rmsnorm", ffn_node)))
+        output_norm_block(b, "rmsnorm", attn, ffn)
     else:
         pre_norm_block(b, "rmsnorm", attn, ffn, post_norms=model_type == "gemma2")
     heads = r("num_attention_heads")
@@ -240,9 +237,7 @@ def _opt(r: _Reader):
     if pre:
         pre_norm_block(b, "layernorm", attn, ("ffn", ffn))
     else:  # OPT-350m: post-LN
-        x = b.input()
-        y = b.node("ln_1", "layernorm", b.node("add_1", "add", x, b.node("attn", "attention", x, **attn)))
-        b.output(b.node("ln_2", "layernorm", b.node("add_2", "add", y, b.node("ffn", "ffn", y, **ffn))))
+        post_norm_block(b, "layernorm", attn, ("ffn", ffn))
     return b.graph(), _dims(r, d_model=d, n_heads=r("num_attention_heads"), n_layers=r("num_hidden_layers"),
                             n_ctx=r("max_position_embeddings"), d_ff=r("ffn_dim"))
 

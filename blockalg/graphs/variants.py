@@ -112,6 +112,29 @@ def pre_norm_block(b: BlockBuilder, norm: str, attn_attrs: dict, ffn: tuple[str,
 
 
 
+def post_norm_block(b: BlockBuilder, norm: str, attn_attrs: dict, ffn: tuple[str, dict],
+                    norm_attrs: dict | None = None) -> None:
+    """Build into ``b`` the post-norm block: y = N(x + Attn(x)); out = N(y + FFN(y)) (the
+    original Transformer, OPT-350m). The catalog and :mod:`blockalg.graphs.hf` both use it."""
+    norm_attrs = norm_attrs or {}
+    ffn_op, ffn_attrs = ffn
+    x = b.input()
+    y = b.node("ln_1", norm, b.node("add_1", "add", x, b.node("attn", "attention", x, **attn_attrs)),
+               **norm_attrs)
+    b.output(b.node("ln_2", norm, b.node("add_2", "add", y, b.node("ffn", ffn_op, y, **ffn_attrs)),
+                    **norm_attrs))
+
+
+def output_norm_block(b: BlockBuilder, norm: str, attn_attrs: dict, ffn: tuple[str, dict]) -> None:
+    """Build into ``b`` the block with norms on the branch outputs only (OLMo 2's reordered
+    norm): y = x + N(Attn(x)); out = y + N(FFN(y)). The catalog and :mod:`blockalg.graphs.hf`
+    both use it."""
+    ffn_op, ffn_attrs = ffn
+    x = b.input()
+    y = b.node("add_1", "add", x, b.node("ln_1", norm, b.node("attn", "attention", x, **attn_attrs)))
+    b.output(b.node("add_2", "add", y, b.node("ln_2", norm, b.node("ffn", ffn_op, y, **ffn_attrs))))
+
+
 # ---------------------------------------------------------------------------------------------
 # The catalog. Node names are the torch submodule names (blocks.<i>.<node>).
 
@@ -141,10 +164,7 @@ def post_ln() -> nx.DiGraph:
     2020); no final norm, since the last block already ends in one.
     """
     b = BlockBuilder("post-ln")
-    x = b.input()
-    y = b.node("ln_1", "layernorm", b.node("add_1", "add", x, b.node("attn", "attention", x)))
-    out = b.node("ln_2", "layernorm", b.node("add_2", "add", y, b.node("ffn", "ffn", y)))
-    b.output(out)
+    post_norm_block(b, "layernorm", {}, ("ffn", {}))
     return b.graph()
 
 
@@ -202,11 +222,8 @@ def output_ln() -> nx.DiGraph:
     """Output-LN (OLMo 2): norms on the branch outputs only, RMSNorm on q and k inside attention;
     rotary positions, SwiGLU without biases, untied embeddings."""
     b = BlockBuilder("output-ln", final_norm="rmsnorm", positions="none", tied_embeddings=False)
-    x = b.input()
-    attn = b.node("attn", "attention", x, bias=False, qk_norm="rmsnorm", rotary=True)
-    y = b.node("add_1", "add", x, b.node("ln_1", "rmsnorm", attn))
-    ffn = b.node("ffn", "ffn", y, activation="silu", gated=True, bias=False)
-    b.output(b.node("add_2", "add", y, b.node("ln_2", "rmsnorm", ffn)))
+    output_norm_block(b, "rmsnorm", {"bias": False, "qk_norm": "rmsnorm", "rotary": True},
+                      ("ffn", {"activation": "silu", "gated": True, "bias": False}))
     return b.graph()
 
 

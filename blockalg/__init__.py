@@ -17,7 +17,8 @@ import sys
 from .analysis.analyze import Analysis, Comparison, analyze, compare
 from .errors import BlockalgError
 from .graphs import variants
-from .graphs.graph import BlockBuilder, BlockGraph, load_block, save_block, validate_block
+from .graphs.graph import BlockBuilder, BlockGraph, validate_block
+from .graphs.serialize import load_block, save_block
 from .graphs.hf import from_hf_config
 from .graphs.presets import PRESETS, resolve_dims
 

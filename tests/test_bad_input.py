@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from blockalg import BlockalgError, load_block
 from blockalg.cli import main
 from blockalg.graphs.expr import parse_expression
-from blockalg.graphs.graph import RESERVED_NODE_NAMES, to_json
+from blockalg.graphs.graph import RESERVED_NODE_NAMES
+from blockalg.graphs.serialize import to_json
 from blockalg.graphs.variants import get
 
 

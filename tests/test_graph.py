@@ -6,7 +6,8 @@ import networkx as nx
 import pytest
 
 from blockalg import BlockalgError, analyze, load_block, save_block, validate_block
-from blockalg.graphs.graph import BlockBuilder, block_from_data, to_json
+from blockalg.graphs.graph import BlockBuilder
+from blockalg.graphs.serialize import block_from_data, to_json
 from blockalg.graphs.variants import get
 
 

@@ -11,8 +11,10 @@ from click.testing import CliRunner
 from blockalg import build_model
 from blockalg.model.check import check_paths, traced_generating_function
 from blockalg.cli import main
-from blockalg.graphs.graph import BlockBuilder, to_json
-from blockalg.analysis.paths import a, block_polynomial, f, n, path_polynomial, path_stats
+from blockalg.graphs.graph import BlockBuilder
+from blockalg.graphs.serialize import to_json
+from blockalg.analysis.paths import path_stats
+from blockalg.analysis.terms import a, block_polynomial, f, n, path_polynomial
 from blockalg.graphs.symbols import n_layers as L
 from blockalg.graphs.variants import get
 

@@ -20,7 +20,7 @@ from .params import param_counts
 from ..graphs.ops import COMPONENTS
 from .paths import PATH_KEYS, PathStats, path_stats
 from ..graphs.presets import DEFAULT_PRESET, resolve_dims
-from ..graphs.symbols import DIMENSIONS, n_layers, relations_holding_at
+from ..graphs.symbols import n_layers, relations_holding_at
 from ..graphs.resolve import resolve
 
 PARAM_KEYS = ("total", "active", "per_block", *COMPONENTS)

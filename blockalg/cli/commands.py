@@ -74,7 +74,7 @@ def variants_command(fmt):
 @format_option("text", "json", "mermaid", "dot", default="text")
 def show_command(variant, hf_config, fmt):
     """Print the block graph of VARIANT (a catalog name or a .json graph file) or --hf-config."""
-    from ..graphs.graph import to_json
+    from ..graphs.serialize import to_json
 
     graph = resolve_inputs([variant] if variant else [], DEFAULT_PRESET, (), hf_config)[0][0]
     writers = {"text": graph_to_text, "json": to_json, "mermaid": graph_to_mermaid,

@@ -20,7 +20,8 @@ from pathlib import Path
 import networkx as nx
 
 from ..errors import BlockalgError
-from .graph import BlockBuilder, load_block, stack
+from .graph import BlockBuilder, stack
+from .serialize import load_block
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ def traced_model_graph(model) -> nx.DiGraph:
 def traced_generating_function(model) -> dict:
     """The path generating function of the built model's traced computation, from the token
     embedding to the unembedding, in term form: compare with :func:`blockalg.analysis.paths.model_terms`."""
-    from ..analysis.paths import ROLE_MARK, path_terms
+    from ..analysis.terms import ROLE_MARK, path_terms
 
     graph = traced_model_graph(model)
 

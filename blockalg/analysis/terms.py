@@ -1,0 +1,164 @@
+"""Path generating functions in term form: ``{(#norms, #attention, #ffn): count}``.
+
+The arithmetic under :mod:`blockalg.analysis.paths`: one pass over a topological order gives the
+sum over all paths of the product of node marks (:func:`path_terms`); products and powers of
+such polynomials stay exact Python integers (:func:`terms_product`, :func:`terms_power`).
+
+>>> terms_power({(0, 0, 0): 1, (1, 1, 0): 1}, 2)
+{(0, 0, 0): 1, (1, 1, 0): 2, (2, 2, 0): 1}
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import sympy as sp
+
+from ..errors import BlockalgError
+from ..graphs.graph import edge_scale, final_norm, sink, source
+from ..graphs.ops import ATTENTION, FFN, NORM, get_op
+
+#: The marks of the generating function: a norm, an attention sublayer, an FFN sublayer.
+n, a, f = sp.symbols("n a f", positive=True)
+t = sp.Symbol("t", positive=True)  # the variable of a distribution's generating polynomial
+ROLE_MARK = {NORM: n, ATTENTION: a, FFN: f}
+
+
+def path_terms(graph: nx.DiGraph, start, end, mark_of, scale_of=None) -> dict[tuple, object]:
+    """Sum over all ``start`` → ``end`` paths of the product of node marks (and edge scales), as
+    ``{(#n, #a, #f): coefficient}``.
+
+    One pass over a topological order: the terms of a node are its mark times the sum over its
+    inputs of (input's terms × edge scale). ``mark_of(node)`` is one of ``n``, ``a``, ``f`` or 1
+    (the start's mark counts too); ``scale_of(u, v)`` an edge's scale (1 when None). Coefficients
+    stay Python ints unless a scale is symbolic, so a 96-layer unrolled model takes milliseconds.
+
+    >>> g = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
+    >>> sorted(path_terms(g, "x", "z", lambda v: {"y": n}.get(v, 1)).items())
+    [((0, 0, 0), 1), ((1, 0, 0), 1)]
+    """
+    terms = {start: _times_mark({(0, 0, 0): 1}, mark_of(start))}
+    reachable = nx.descendants(graph, start) | {start}
+    for node in nx.topological_sort(graph.subgraph(reachable)):
+        if node == start:
+            continue
+        total = {}
+        for u in graph.predecessors(node):
+            if u in terms:
+                scale = scale_of(u, node) if scale_of else 1
+                _accumulate(total, terms[u], scale)
+        terms[node] = _times_mark(total, mark_of(node))
+    if end not in terms:
+        raise BlockalgError(f"no path from '{start}' to '{end}'")
+    return terms[end]
+
+
+def path_polynomial(graph: nx.DiGraph, start, end, mark_of, scale_of=None) -> sp.Expr:
+    """:func:`path_terms` as a sympy polynomial in ``n``, ``a``, ``f``.
+
+    >>> g = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
+    >>> path_polynomial(g, "x", "z", lambda v: {"y": n}.get(v, 1))
+    n + 1
+    """
+    return terms_to_expr(path_terms(graph, start, end, mark_of, scale_of))
+
+
+MARKS = (n, a, f)
+
+
+def _times_mark(terms: dict, mark) -> dict:
+    if mark == 1:
+        return terms
+    i = MARKS.index(mark)
+    return {tuple(e + (k == i) for k, e in enumerate(exps)): c for exps, c in terms.items()}
+
+
+def _accumulate(total: dict, terms: dict, scale=1) -> None:
+    for exps, c in terms.items():
+        total[exps] = total.get(exps, 0) + c * scale
+
+
+def terms_product(p: dict, q: dict) -> dict:
+    """The product of two polynomials in term form."""
+    out = {}
+    for e1, c1 in p.items():
+        for e2, c2 in q.items():
+            key = (e1[0] + e2[0], e1[1] + e2[1], e1[2] + e2[2])
+            out[key] = out.get(key, 0) + c1 * c2
+    return out
+
+
+def power(base, k: int, multiply, one):
+    """``base**k`` by repeated squaring, for any ``multiply`` with identity ``one``.
+
+    >>> power(3, 5, lambda x, y: x * y, 1)
+    243
+    """
+    result = one
+    while k:
+        if k & 1:
+            result = multiply(result, base)
+        k >>= 1
+        if k:
+            base = multiply(base, base)
+    return result
+
+
+def terms_power(p: dict, k: int) -> dict:
+    """``p**k`` in term form."""
+    return power(p, k, terms_product, {(0, 0, 0): 1})
+
+
+def expr_to_terms(expr) -> dict:
+    """A polynomial in ``n``, ``a``, ``f`` (a sympy expression) in term form."""
+    poly = sp.Poly(sp.expand(expr), *MARKS)
+    return {exps: int(c) if c.is_Integer else c for exps, c in poly.terms()}
+
+
+def terms_to_expr(terms: dict) -> sp.Expr:
+    return sp.Add(*(c * n**i * a**j * f**k for (i, j, k), c in terms.items() if c != 0))
+
+
+def mark(graph, node):
+    return ROLE_MARK.get(get_op(graph.nodes[node]["op"]).role, 1)
+
+
+def block_polynomial(graph, scaled: bool = False) -> sp.Expr:
+    """T(n, a, f) of one block, factored. ``scaled``: edge scales multiply in."""
+    scale_of = (lambda u, v: edge_scale(graph, u, v)) if scaled else None
+    return sp.factor(path_polynomial(graph, source(graph), sink(graph), lambda v: mark(graph, v),
+                                     scale_of))
+
+
+def final_polynomial(graph) -> sp.Expr:
+    """The model's factor after the last block: ``n`` for a final norm, else 1."""
+    final = final_norm(graph)
+    return ROLE_MARK.get(final[0].role, 1) if final else sp.Integer(1)
+
+
+def degrees(poly_expr, marks) -> list[int]:
+    """The total degree in ``marks`` of every monomial of ``poly_expr``."""
+    p = sp.Poly(sp.expand(poly_expr), n, a, f)
+    index = [(n, a, f).index(m) for m in marks]
+    return [sum(monom[i] for i in index) for monom in p.monoms()]
+
+
+# Exact integer polynomials as coefficient lists, for distributions at concrete L.
+
+
+def int_coefficients(expr) -> list[int]:
+    p = sp.Poly(expr, t)
+    coefficients = [int(c) for c in reversed(p.all_coeffs())]
+    return coefficients
+
+
+def int_poly_mul(p: list[int], q: list[int]) -> list[int]:
+    out = [0] * (len(p) + len(q) - 1)
+    for i, x in enumerate(p):
+        if x:
+            for j, y in enumerate(q):
+                out[i + j] += x * y
+    return out
+
+
+def int_poly_pow(p: list[int], k: int) -> list[int]:
+    return power(p, k, int_poly_mul, [1])

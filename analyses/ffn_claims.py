@@ -22,15 +22,21 @@ import sympy as sp
 import torch
 
 from blockalg import analyze, build_model
-from blockalg.graphs.expr import evaluate
 from blockalg.analysis.params import param_counts
-from blockalg.output.plots import pyplot
+from blockalg.graphs.expr import evaluate
 from blockalg.graphs.presets import PRESETS, resolve_dims
+from blockalg.graphs.symbols import (
+    DIMENSIONS,
+    d_ff,
+    d_model,
+    default_relations,
+    n_layers,
+)
+from blockalg.graphs.variants import get
+from blockalg.output.plots import pyplot
 from blockalg.output.render import Table, format_int, graph_to_mermaid
 from blockalg.output.report import ReportFolder, latex_math, study_main
-from blockalg.graphs.symbols import DIMENSIONS, d_ff, d_model, default_relations, n_layers
 from blockalg.output.tables import comparison_table
-from blockalg.graphs.variants import get
 
 VARIANTS = ("pre-ln", "post-ln", "hybrid-ln")
 #: The rows of the wiring comparison: where the three wirings differ.

@@ -21,8 +21,6 @@ import sympy as sp
 from blockalg import analyze
 from blockalg.graphs.expr import evaluate
 from blockalg.graphs.presets import PRESETS, resolve_dims
-from blockalg.output.render import Table, format_value
-from blockalg.output.report import ReportFolder, latex_math, study_main
 from blockalg.graphs.symbols import (
     batch,
     d_ff,
@@ -35,6 +33,8 @@ from blockalg.graphs.symbols import (
     seq_len,
     vocab,
 )
+from blockalg.output.render import Table, format_value
+from blockalg.output.report import ReportFolder, latex_math, study_main
 
 VARIANT = "pre-ln"
 #: The formulas target published model shapes; tiny and tiny-deep are test shapes, left out.

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import benchmark  # noqa: E402
 
-from blockalg.model.check import check  # noqa: E402
 from blockalg.graphs.presets import resolve_dims  # noqa: E402
+from blockalg.model.check import check  # noqa: E402
 from blockalg.output.render import Table  # noqa: E402
 
 VARIANTS = ("pre-ln", "post-ln", "hybrid-ln")

@@ -14,14 +14,14 @@ import sys
 
 from blockalg import analyze
 from blockalg.analysis.analyze import quantity_keys
+from blockalg.graphs.presets import resolve_dims
+from blockalg.graphs.variants import get
 from blockalg.model.gradients import gradient_norms
 from blockalg.output.plots import gradient_norms as gradient_figure
 from blockalg.output.plots import path_distribution
-from blockalg.graphs.presets import resolve_dims
 from blockalg.output.render import Table, format_value
 from blockalg.output.report import ReportFolder, study_main
 from blockalg.output.tables import closed_form_table
-from blockalg.graphs.variants import get
 
 VARIANTS = ("pre-ln", "post-ln", "hybrid-ln")
 PRESETS = ("gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt3-175b")

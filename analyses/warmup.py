@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 
 from blockalg.graphs.presets import resolve_dims
-from blockalg.output.render import Table
-from blockalg.output.report import ReportFolder, study_main
 from blockalg.model.data import data_dims, data_summary
 from blockalg.model.distributed import threads
 from blockalg.model.train import RunConfig, divergence_bound, sweep_runs, train_run
+from blockalg.output.render import Table
+from blockalg.output.report import ReportFolder, study_main
 from blockalg.output.training import loss_curves, lr_sweep_figure, sig
 
 VARIANTS = ("pre-ln", "post-ln", "hybrid-ln")
@@ -183,8 +183,8 @@ def init_gradients(s: Scale, runs: list[dict]) -> dict:
     """Last layer / first layer at initialisation, per variant: the whole block's gradient norm on
     the first training batch (from the runs), and the FFN's W₂ alone (the matrix of Xiong et al.'s
     Fig. 3, from :func:`blockalg.model.gradients.gradient_norms` on random tokens, the study's seeds)."""
-    from blockalg.model.gradients import gradient_norms
     from blockalg.graphs.variants import get
+    from blockalg.model.gradients import gradient_norms
 
     out = {}
     for v in VARIANTS:

@@ -18,9 +18,9 @@ from .analysis.analyze import Analysis, Comparison, analyze, compare
 from .errors import BlockalgError
 from .graphs import variants
 from .graphs.graph import BlockBuilder, BlockGraph, validate_block
-from .graphs.serialize import load_block, save_block
 from .graphs.hf import from_hf_config
 from .graphs.presets import PRESETS, resolve_dims
+from .graphs.serialize import load_block, save_block
 
 __all__ = ["Analysis", "BlockBuilder", "BlockGraph", "BlockalgError", "Comparison", "PRESETS",
            "analyze", "build_model", "check", "compare", "from_hf_config", "load_block",

@@ -1,6 +1,12 @@
+import sys
+from pathlib import Path
+
 import pytest
 
 from blockalg.graphs.presets import resolve_dims
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "analyses"))  # the studies import as modules (import ffn_claims)
 
 
 @pytest.fixture

@@ -2,16 +2,18 @@
 
 import pytest
 import sympy as sp
+from support import GPT2_SMALL_FORWARD_MATMUL, GPT2_SMALL_PARAMS
 
 from blockalg import analyze
 from blockalg.analysis.analyze import quantity_keys
 from blockalg.analysis.params import leaf_params
+from blockalg.graphs.ops import COMPONENTS
 from blockalg.graphs.symbols import d_model as d
 from blockalg.graphs.symbols import default_relations, n_ctx
 from blockalg.graphs.symbols import n_layers as L
 from blockalg.graphs.symbols import seq_len as s
 from blockalg.graphs.symbols import vocab as V
-from blockalg.graphs.variants import get
+from blockalg.graphs.variants import catalog, get
 
 # Per block, with d_ff = 4d and biases: attention 4d² + 4d, FFN 8d² + 5d, each LayerNorm 2d.
 BLOCK = 12 * d**2 + 9 * d
@@ -44,7 +46,7 @@ def test_forward_matmul_closed_form_is_the_design_reference():
 
 @pytest.mark.parametrize("preset,expected", [
     # GPT-2 small: 38,597,376 wte + 786,432 wpe + 12 × 7,087,872 blocks + 1,536 ln_f
-    ("gpt2-small", {"pre-ln": 124439808, "post-ln": 124439808 - 1536, "hybrid-ln": 124439808 - 1536 + 12 * 1536}),
+    ("gpt2-small", {"pre-ln": GPT2_SMALL_PARAMS["pre-ln"], "post-ln": GPT2_SMALL_PARAMS["pre-ln"] - 1536, "hybrid-ln": GPT2_SMALL_PARAMS["pre-ln"] - 1536 + 12 * 1536}),
     # GPT-2 medium: 51,463,168 wte + 1,048,576 wpe + 24 × 12,596,224 + 2,048 ln_f = 354,823,168
     ("gpt2-medium", {"pre-ln": 354823168, "post-ln": 354823168 - 2048, "hybrid-ln": 354823168 - 2048 + 24 * 2048}),
 ])
@@ -55,14 +57,18 @@ def test_params_total_at_presets(preset, expected):
 
 def test_gpt2_small_flops_reference_numbers():
     values = analyze("pre-ln", preset="gpt2-small").values
-    assert values["flops.forward_matmul"] == 291_648_307_200
+    assert values["flops.forward_matmul"] == GPT2_SMALL_FORWARD_MATMUL
     assert values["flops.backward_matmul"] == 583_296_614_400
 
 
-def test_totals_are_sums_of_leaves_and_components():
-    a = analyze("hybrid-ln", preset="gpt2-small")
-    v = a.values
-    assert v["params.total"] == sum(v[f"params.{c}"] for c in ("attention", "ffn", "norm", "embedding"))
+@pytest.mark.parametrize("preset", ["tiny", "gpt2-small"])
+@pytest.mark.parametrize("variant", [v.name for v in catalog()])
+def test_components_sum_to_the_total_for_every_variant(variant, preset):
+    v = analyze(variant, preset=preset).values
+    assert v["params.total"] == sum(v[f"params.{c}"] for c in COMPONENTS)
+
+
+def test_per_block_is_the_sum_of_the_block_leaves():
     leaves = leaf_params(get("hybrid-ln"))
     per_block = sum(expr for key, expr in leaves.items() if key.startswith("block."))
     assert analyze("hybrid-ln").expressions["params.per_block"] == per_block

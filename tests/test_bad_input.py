@@ -3,10 +3,9 @@
 import json
 
 import pytest
-from click.testing import CliRunner
+from support import run, write_json
 
 from blockalg import BlockalgError, load_block
-from blockalg.cli import main
 from blockalg.graphs.expr import parse_expression
 from blockalg.graphs.graph import RESERVED_NODE_NAMES
 from blockalg.graphs.serialize import to_json
@@ -14,17 +13,12 @@ from blockalg.graphs.variants import get
 
 
 def one_line_error(*args):
-    result = CliRunner().invoke(main, list(args))
+    result = run(*args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     return lines[0]
 
-
-def write(tmp_path, data, name="g.json"):
-    path = tmp_path / name
-    path.write_text(json.dumps(data))
-    return str(path)
 
 
 @pytest.mark.parametrize("text,message", [("1/0", "division by zero"), ("sqrt(-1)", "not a finite real"),
@@ -38,22 +32,22 @@ def test_a_stack_segment_must_count_whole_blocks(tmp_path):
     data = json.loads(to_json(get("mix-ln")))
     data["graph"]["segments"][0]["layers"] = "L/2"
     data["graph"]["segments"][1]["layers"] = "L/2"
-    assert "non-negative integer at every L" in one_line_error("paths", write(tmp_path, data))
+    assert "non-negative integer at every L" in one_line_error("paths", write_json(tmp_path, data))
     data["graph"]["segments"][0]["layers"] = "-1"
     data["graph"]["segments"][1]["layers"] = "L + 1"
-    assert "segment 0" in one_line_error("paths", write(tmp_path, data))
+    assert "segment 0" in one_line_error("paths", write_json(tmp_path, data))
 
 
 def test_a_misspelt_model_attribute_is_refused(tmp_path):
     data = json.loads(to_json(get("pre-ln")))
     data["graph"]["final_nrom"] = data["graph"].pop("final_norm")
-    assert "unknown graph attribute 'final_nrom'" in one_line_error("compare", write(tmp_path, data))
+    assert "unknown graph attribute 'final_nrom'" in one_line_error("compare", write_json(tmp_path, data))
 
 
 def test_the_final_norm_normalises_the_stream(tmp_path):
     data = json.loads(to_json(get("pre-ln")))
     data["graph"]["final_norm"] = {"op": "layernorm", "width": "d_ff"}
-    assert "width is d_model" in one_line_error("compare", write(tmp_path, data))
+    assert "width is d_model" in one_line_error("compare", write_json(tmp_path, data))
 
 
 def test_reserved_node_names_cover_every_module_attribute(tmp_path):
@@ -71,7 +65,7 @@ def test_reserved_node_names_cover_every_module_attribute(tmp_path):
     for edge in data["edges"]:
         edge["source"] = "forward" if edge["source"] == "ffn" else edge["source"]
         edge["target"] = "forward" if edge["target"] == "ffn" else edge["target"]
-    assert "node 'forward'" in one_line_error("check", write(tmp_path, data))
+    assert "node 'forward'" in one_line_error("check", write_json(tmp_path, data))
 
 
 def test_empirical_commands_refuse_what_cannot_run():
@@ -94,6 +88,6 @@ def test_report_never_replaces_a_folder_it_did_not_write(tmp_path):
 
 def test_hf_config_with_wrong_types_is_refused(tmp_path):
     assert "is not supported" in one_line_error("compare", "--hf-config",
-                                                write(tmp_path, {"model_type": ["llama"]}, "config.json"))
+                                                write_json(tmp_path, {"model_type": ["llama"]}, "config.json"))
     with pytest.raises(BlockalgError):
-        load_block(write(tmp_path, {"nodes": [], "edges": [], "graph": {"name": 5}}))
+        load_block(write_json(tmp_path, {"nodes": [], "edges": [], "graph": {"name": 5}}))

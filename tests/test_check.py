@@ -5,22 +5,23 @@ import math
 
 import pytest
 import torch
-from click.testing import CliRunner
+from support import GPT2_SMALL_FORWARD_MATMUL, GPT2_SMALL_PARAMS, run
 from torch.utils.flop_counter import FlopCounterMode
 
 from blockalg import build_model
-from blockalg.model.check import check, check_structure, flop_counter, traced_block_graph
-from blockalg.cli import main
-from blockalg.graphs.ops import get_op
 from blockalg.analysis.params import leaf_params
+from blockalg.graphs.ops import get_op
 from blockalg.graphs.presets import resolve_dims
 from blockalg.graphs.variants import get
+from blockalg.model.check import (
+    check,
+    check_structure,
+    flop_counter,
+    traced_block_graph,
+)
 
 VARIANTS = ["pre-ln", "post-ln", "hybrid-ln"]
 
-
-def run(*args):
-    return CliRunner().invoke(main, list(args))
 
 
 def by_name(checks):
@@ -32,8 +33,8 @@ def test_check_gpt2_small_on_meta_passes_with_the_reference_numbers():
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     checks = {v["name"]: {c["name"]: c for c in v["checks"]} for v in data["variants"]}
-    assert [checks[v]["params"]["measured"] for v in VARIANTS] == [124439808, 124438272, 124456704]
-    assert checks["pre-ln"]["flops.forward_matmul"]["measured"] == 291648307200
+    assert [checks[v]["params"]["measured"] for v in VARIANTS] == [GPT2_SMALL_PARAMS["pre-ln"], GPT2_SMALL_PARAMS["post-ln"], GPT2_SMALL_PARAMS["hybrid-ln"]]
+    assert checks["pre-ln"]["flops.forward_matmul"]["measured"] == GPT2_SMALL_FORWARD_MATMUL
     assert checks["pre-ln"]["flops.backward_matmul"]["measured"] == 583296614400
     assert all(c["ok"] for v in checks.values() for c in v.values())
 
@@ -146,10 +147,6 @@ def test_the_built_model_compiles_as_one_graph():
 
 def test_built_pre_ln_computes_what_a_hand_written_nanogpt_computes():
     """Oracle: the nanoGPT-style GPT-2 of analyses/ with the same weights gives the same loss."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))
     from nanogpt_reference import copy_weights, reference_for
 
     dims = resolve_dims("tiny")

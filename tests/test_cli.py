@@ -6,12 +6,14 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from support import (
+    GPT2_SMALL_FORWARD_MATMUL,
+    GPT2_SMALL_PARAMS,
+    GPT2_SMALL_PER_BLOCK,
+    run,
+)
 
 from blockalg.cli import main
-
-
-def run(*args):
-    return CliRunner().invoke(main, list(args))
 
 
 def test_compare_json_contract():
@@ -21,11 +23,11 @@ def test_compare_json_contract():
     assert data["preset"] == "gpt2-small"
     assert data["dims"]["d_model"] == 768 and data["dims"]["seq_len"] == 1024 and data["dims"]["vocab"] == 50257
     totals = [v["params"]["total"] for v in data["variants"]]
-    assert totals == [124439808, 124438272, 124456704]
+    assert totals == [GPT2_SMALL_PARAMS["pre-ln"], GPT2_SMALL_PARAMS["post-ln"], GPT2_SMALL_PARAMS["hybrid-ln"]]
     pre = data["variants"][0]
     assert pre["name"] == "pre-ln"
     assert set(pre["params"]) >= {"total", "per_block", "attention", "ffn", "norm", "embedding"}
-    assert pre["flops"]["forward_matmul"] == 291648307200
+    assert pre["flops"]["forward_matmul"] == GPT2_SMALL_FORWARD_MATMUL
     assert pre["flops"]["backward_matmul"] == 583296614400
     assert "forward_other" in pre["flops"]
     assert "n_layers" in pre["expressions"]["params.total"]
@@ -47,8 +49,10 @@ def test_compare_formats(fmt, marker):
 def test_compare_csv_holds_plain_exact_integers():
     result = run("compare", "pre-ln", "post-ln", "--preset", "gpt2-small", "--format", "csv")
     lines = result.output.splitlines()
-    assert "params.total,124439808,124438272,-1536" in lines
-    assert "flops.forward_matmul,291648307200,291648307200,+0" in lines
+    pre, post = GPT2_SMALL_PARAMS["pre-ln"], GPT2_SMALL_PARAMS["post-ln"]
+    assert f"params.total,{pre},{post},{post - pre}" in lines
+    flops = GPT2_SMALL_FORWARD_MATMUL
+    assert f"flops.forward_matmul,{flops},{flops},+0" in lines
 
 
 def test_compare_symbolic_shows_closed_forms():
@@ -60,7 +64,7 @@ def test_compare_symbolic_shows_closed_forms():
 def test_compare_set_overrides_a_dimension():
     data = json.loads(run("compare", "pre-ln", "--set", "n_layers=24", "--format", "json").output)
     assert data["dims"]["n_layers"] == 24
-    assert data["variants"][0]["params"]["total"] == 124439808 + 12 * 7087872
+    assert data["variants"][0]["params"]["total"] == GPT2_SMALL_PARAMS["pre-ln"] + 12 * GPT2_SMALL_PER_BLOCK
 
 
 def test_compare_a_graph_file(tmp_path):
@@ -68,7 +72,7 @@ def test_compare_a_graph_file(tmp_path):
     path.write_text(run("show", "post-ln", "--format", "json").output)
     data = json.loads(run("compare", "pre-ln", str(path), "--format", "json").output)
     assert [v["name"] for v in data["variants"]] == ["pre-ln", "post-ln"]
-    assert data["variants"][1]["params"]["total"] == 124438272
+    assert data["variants"][1]["params"]["total"] == GPT2_SMALL_PARAMS["post-ln"]
 
 
 def test_variants_json():
@@ -130,3 +134,12 @@ def test_two_graphs_of_the_same_name_stay_apart(tmp_path):
     path.write_text(run("show", "pre-ln", "--format", "json").output)  # a file that calls itself pre-ln
     data = json.loads(run("compare", "pre-ln", str(path), "--format", "json").output)
     assert [v["name"] for v in data["variants"]] == ["pre-ln", "pre-ln-2"]
+
+
+def test_compare_json_components_sum_to_the_total_with_learned_scales():
+    """admin's ω and rezero's α are parameters of the 'scale' component, not of no component."""
+    data = json.loads(run("compare", "admin", "rezero", "--format", "json").output)
+    for entry in data["variants"]:
+        params = entry["params"]
+        assert params["scale"] > 0
+        assert params["total"] == sum(params[c] for c in ("attention", "ffn", "norm", "scale", "embedding"))

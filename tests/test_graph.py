@@ -4,6 +4,7 @@ import json
 
 import networkx as nx
 import pytest
+from support import write_json
 
 from blockalg import BlockalgError, analyze, load_block, save_block, validate_block
 from blockalg.graphs.graph import BlockBuilder
@@ -15,15 +16,10 @@ def pre_ln_data():
     return json.loads(to_json(get("pre-ln")))
 
 
-def write(tmp_path, data, name="block.json"):
-    path = tmp_path / name
-    path.write_text(json.dumps(data))
-    return path
-
 
 def error_of(data, tmp_path):
     with pytest.raises(BlockalgError) as info:
-        load_block(write(tmp_path, data))
+        load_block(write_json(tmp_path, data))
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -111,7 +107,7 @@ def test_removing_a_norm_in_the_file_changes_the_numbers(tmp_path):
     data["edges"] = [e for e in data["edges"] if "ln_2" not in (e["source"], e["target"])]
     data["edges"].append({"source": "add_2", "target": "out"})
     data["graph"]["name"] = "post-ln"  # same name, different graph
-    edited = analyze(write(tmp_path, data), preset="gpt2-small")
+    edited = analyze(write_json(tmp_path, data), preset="gpt2-small")
     original = analyze("post-ln", preset="gpt2-small")
     # one LayerNorm (2·768 parameters) fewer in each of 12 blocks
     assert original.values["params.total"] - edited.values["params.total"] == 12 * 2 * 768
@@ -123,7 +119,7 @@ def test_removing_a_norm_in_the_file_changes_the_numbers(tmp_path):
 def test_edge_scale_costs_one_multiply_per_element(tmp_path):
     data = pre_ln_data()
     next(e for e in data["edges"] if e["target"] == "add_1" and e["source"] == "x")["scale"] = "(2*L)**(1/4)"
-    scaled = analyze(write(tmp_path, data), preset="tiny")
+    scaled = analyze(write_json(tmp_path, data), preset="tiny")
     plain = analyze("pre-ln", preset="tiny")
     assert scaled.values["flops.forward_other"] - plain.values["flops.forward_other"] == 2 * 64 * 64
 

@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from blockalg import BlockalgError, analyze
-from blockalg.model.check import check, flop_counter
 from blockalg.cli import main
 from blockalg.graphs.hf import from_hf_config, supported_model_types
+from blockalg.model.check import check, flop_counter
 
 transformers = pytest.importorskip("transformers")
 SEQ = 16

@@ -6,23 +6,19 @@ import math
 import networkx as nx
 import pytest
 import sympy as sp
-from click.testing import CliRunner
+from support import run
 
 from blockalg import build_model
-from blockalg.model.check import check_paths, traced_generating_function
-from blockalg.cli import main
+from blockalg.analysis.paths import model_terms, path_stats
+from blockalg.analysis.terms import a, block_polynomial, f, n, path_polynomial
 from blockalg.graphs.graph import BlockBuilder
 from blockalg.graphs.serialize import to_json
-from blockalg.analysis.paths import path_stats
-from blockalg.analysis.terms import a, block_polynomial, f, n, path_polynomial
 from blockalg.graphs.symbols import n_layers as L
-from blockalg.graphs.variants import get
+from blockalg.graphs.variants import catalog, get
+from blockalg.model.check import check_paths, traced_generating_function
 
 VARIANTS = ["pre-ln", "post-ln", "hybrid-ln"]
 
-
-def run(*args):
-    return CliRunner().invoke(main, list(args))
 
 
 @pytest.mark.parametrize("variant,T", [
@@ -146,3 +142,60 @@ def test_paths_check_fails_for_a_model_of_another_graph():
     model = build_model("pre-ln", preset="tiny", device="meta")
     assert check_paths(get("pre-ln"), model).ok
     assert not check_paths(get("hybrid-ln"), model).ok
+
+
+def unrolled_model(graph, layers: int) -> nx.DiGraph:
+    """The model as a plain DAG, written independently of blockalg's path code: every block node
+    copied per layer, each stream's output wired to the next block's input of that stream, the
+    head and final norm after the last block. Node attribute ``role`` is the op's path role."""
+    from blockalg.graphs.graph import final_norm, segments
+    from blockalg.graphs.ops import get_op
+    from blockalg.graphs.symbols import n_layers
+
+    dag = nx.DiGraph()
+    dag.add_node("embedding", role=None)
+    starts = graph.graph.get("streams") or {"x": "embedding"}
+    current = {s: "embedding" if start == "embedding" else None for s, start in starts.items()}
+    blocks = [b for b, count in segments(graph) for _ in range(int(count.subs(n_layers, layers)))]
+
+    def copy_in(block, prefix):
+        for node, data in block.nodes(data=True):
+            dag.add_node((prefix, node), role=get_op(data["op"]).role)
+        dag.add_edges_from(((prefix, u), (prefix, v)) for u, v in block.edges)
+        for node, data in block.nodes(data=True):
+            if data["op"] == "input" and current[data.get("stream", "x")] is not None:
+                dag.add_edge(current[data.get("stream", "x")], (prefix, node))
+        return [(prefix, n) for n, data in block.nodes(data=True) if data["op"] == "output"]
+
+    for i, block in enumerate(blocks):
+        outs = copy_in(block, i)
+        current = {block.nodes[o[1]].get("stream", "x"): o for o in outs}
+    last = list(current.values())
+    if graph.graph.get("head") is not None:
+        last = copy_in(graph.graph["head"], "head")
+    final = final_norm(graph)
+    if final is not None:
+        dag.add_node("ln_f", role=final[0].role)
+        dag.add_edges_from((o, "ln_f") for o in last)
+        last = ["ln_f"]
+    dag.add_edges_from((o, "lm_head") for o in last)
+    return dag
+
+
+def enumerated_terms(dag) -> dict:
+    """Every embedding → lm_head path, enumerated, counted by (norms, attention, ffn) crossed."""
+    counts = {}
+    for path in nx.all_simple_paths(dag, "embedding", "lm_head"):
+        roles = [dag.nodes[v].get("role") for v in path]
+        key = (roles.count("norm"), roles.count("attention"), roles.count("ffn"))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("variant", [v.name for v in catalog()])
+def test_generating_function_equals_enumerated_paths(variant, layers):
+    """Oracle: enumerating the paths of the unrolled model gives the generating function's
+    coefficients, for every catalog variant."""
+    graph = get(variant)
+    assert enumerated_terms(unrolled_model(graph, layers)) == model_terms(graph, layers)

@@ -3,7 +3,6 @@
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from blockalg.cli import main
 from blockalg.output.report import ReportFolder, reports_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "analyses"))
 
 
 @pytest.fixture(scope="module")

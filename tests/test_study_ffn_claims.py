@@ -2,19 +2,16 @@
 model, and that the committed report is what a fresh build writes."""
 
 import json
-import sys
 from fractions import Fraction
-from pathlib import Path
 
+import ffn_claims  # noqa: E402
 import pytest
 import sympy as sp
+from support import GPT2_SMALL_PARAMS
 
-from blockalg.output.report import reports_dir
 from blockalg.graphs.symbols import d_model
 from blockalg.graphs.variants import get
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))
-import ffn_claims  # noqa: E402
+from blockalg.output.report import reports_dir
 
 REPORTS = reports_dir()
 
@@ -33,7 +30,7 @@ def test_quick_build_reports_the_exact_shares_and_the_measurements():
         == sp.cancel((8 * d**2 + 5 * d) / (12 * d**2 + 13 * d))
     small = next(r for r in data["model_share"] if r["preset"] == "gpt2-small")
     assert small["ffn"] == 12 * (8 * 768**2 + 5 * 768) == 56_669_184
-    assert Fraction(small["ffn_share"]) == Fraction(56_669_184, 124_439_808) < Fraction(1, 2)
+    assert Fraction(small["ffn_share"]) == Fraction(56_669_184, GPT2_SMALL_PARAMS["pre-ln"]) < Fraction(1, 2)
     # 2·FFN > total ⇔ L·(4d − 3) > V + n_ctx + 2 = 51,283, and 51,283 / 3,069 = 16.7
     assert small["majority_from_layers"] == 17
     assert data["jacobian"]["FFN (blocks.0.ffn)"]["earlier (j < i)"] == "0.0 (exact)"

@@ -1,22 +1,19 @@
 """The flop_formulas study: published approximations against blockalg's exact counts."""
 
 import json
-import sys
 from fractions import Fraction
-from pathlib import Path
 
+import flop_formulas  # noqa: E402
 import pytest
 import sympy as sp
+from support import GPT2_SMALL_FORWARD_MATMUL
 
-from blockalg.output.report import reports_dir
 from blockalg.graphs.symbols import DIMENSIONS
 from blockalg.graphs.symbols import d_model as d
 from blockalg.graphs.symbols import n_layers as L
 from blockalg.graphs.symbols import seq_len as s
 from blockalg.graphs.symbols import vocab as V
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))
-import flop_formulas  # noqa: E402
+from blockalg.output.report import reports_dir
 
 REPORTS = reports_dir()
 
@@ -34,7 +31,7 @@ def test_kaplan_forward_at_gpt2_small_recomputed_by_hand(quick):
     row = rows["kaplan_forward", "gpt2-small", 1024]
     # blockalg's exact forward matmul: L·(24·s·d² + 4·s²·d) + 2·s·d·V with L=12, d=768, s=1024,
     # V=50257 = 12·(14,495,514,624 + 3,221,225,472) + 79,047,426,048 = 291,648,307,200
-    assert row["exact"] == 291_648_307_200
+    assert row["exact"] == GPT2_SMALL_FORWARD_MATMUL
     # Kaplan Table 1: N = 2·d·L·(2·d_attn + d_ff) = 2·768·12·(1536 + 3072) = 84,934,656;
     # C_forward = 2N + 2·L·n_ctx·d_attn = 169,869,312 + 2·12·1024·768 = 188,743,680 per token,
     # × 1024 tokens = 193,273,528,320; error = −98,374,778,880 / 291,648,307,200 = −12509/37085

@@ -5,10 +5,10 @@ import pytest
 import sympy as sp
 
 from blockalg import analyze
-from blockalg.model.check import check
 from blockalg.analysis.paths import a, f, n, path_stats
 from blockalg.graphs.symbols import n_layers as L
 from blockalg.graphs.variants import catalog, get
+from blockalg.model.check import check
 
 NAMES = [v.name for v in catalog()]
 

@@ -15,13 +15,13 @@ import networkx as nx
 import sympy as sp
 
 from ..graphs.expr import evaluate
+from ..graphs.ops import COMPONENTS
+from ..graphs.presets import DEFAULT_PRESET, resolve_dims
+from ..graphs.resolve import resolve
+from ..graphs.symbols import n_layers, relations_holding_at
 from .flops import flop_counts
 from .params import param_counts
-from ..graphs.ops import COMPONENTS
 from .paths import PATH_KEYS, PathStats, path_stats
-from ..graphs.presets import DEFAULT_PRESET, resolve_dims
-from ..graphs.symbols import n_layers, relations_holding_at
-from ..graphs.resolve import resolve
 
 PARAM_KEYS = ("total", "active", "per_block", *COMPONENTS)
 FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal")

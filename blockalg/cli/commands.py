@@ -12,6 +12,17 @@ import sys
 import click
 import sympy as sp
 
+from ..graphs.presets import DEFAULT_PRESET, preset_names
+from ..output.render import Table, graph_to_dot, graph_to_mermaid, graph_to_text
+from ..output.tables import (
+    closed_form_table,
+    comparison_table,
+    dims_line,
+    distribution_table,
+    number,
+    path_table,
+    shortest_to_layer_table,
+)
 from .options import (
     CONTEXT,
     TABLE_FORMATS,
@@ -24,17 +35,6 @@ from .options import (
     resolve_inputs,
     run_command,
     set_option,
-)
-from ..graphs.presets import DEFAULT_PRESET, preset_names
-from ..output.render import Table, graph_to_dot, graph_to_mermaid, graph_to_text
-from ..output.tables import (
-    closed_form_table,
-    comparison_table,
-    dims_line,
-    distribution_table,
-    number,
-    path_table,
-    shortest_to_layer_table,
 )
 from .train import train_command
 

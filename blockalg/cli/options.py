@@ -10,7 +10,12 @@ import sys
 import click
 
 from ..errors import BlockalgError
-from ..graphs.presets import DEFAULT_PRESET, parse_assignments, preset_names, resolve_dims
+from ..graphs.presets import (
+    DEFAULT_PRESET,
+    parse_assignments,
+    preset_names,
+    resolve_dims,
+)
 
 #: ``-h`` as well as ``--help`` on every command.
 CONTEXT = {"help_option_names": ["-h", "--help"]}

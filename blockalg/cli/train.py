@@ -17,6 +17,9 @@ import sys
 import click
 
 from ..errors import BlockalgError
+from ..graphs.presets import parse_assignments
+from ..model.data import DATASETS
+from ..model.train import DTYPES, SCHEDULES
 from .options import (
     CONTEXT,
     TABLE_FORMATS,
@@ -28,9 +31,6 @@ from .options import (
     resolve_inputs,
     run_command,
 )
-from ..graphs.presets import parse_assignments
-from ..model.data import DATASETS
-from ..model.train import DTYPES, SCHEDULES
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 

@@ -18,7 +18,6 @@ from ..files import write_atomic
 from .graph import MODEL_DEFAULTS, BlockGraph, validate_block
 
 
-
 def to_data(graph) -> dict:
     """The block (or stack) as node-link data, ready for JSON."""
     spec, head = graph.graph.get("segments"), graph.graph.get("head")

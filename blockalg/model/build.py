@@ -28,10 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..graphs.expr import evaluate
 from ..errors import BlockalgError
-from ..graphs.expr import numeric_value
-from ..graphs.graph import edge_scale, model_nodes, model_streams, node_op, segments, stream_nodes
+from ..graphs.expr import evaluate, numeric_value
+from ..graphs.graph import (
+    edge_scale,
+    model_nodes,
+    model_streams,
+    node_op,
+    segments,
+    stream_nodes,
+)
 from ..graphs.ops import INPUT, OUTPUT
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve

@@ -32,15 +32,14 @@ from dataclasses import asdict, dataclass
 import networkx as nx
 import torch
 
-from ..graphs.expr import evaluate
-from .build import Block, build_model
 from ..analysis.flops import flop_counts
-from ..graphs.graph import edge_scale, model_nodes, segment_prefix, segments
-from ..graphs.ops import get_op, op_names
 from ..analysis.params import leaf_params, param_counts
-from ..graphs.ops import COMPONENTS
+from ..graphs.expr import evaluate
+from ..graphs.graph import edge_scale, model_nodes, segment_prefix, segments
+from ..graphs.ops import COMPONENTS, get_op, op_names
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
+from .build import Block, build_model
 
 aten = torch.ops.aten
 INIT_LOSS_TOLERANCE = 0.1  # relative to ln(vocab)

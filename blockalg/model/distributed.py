@@ -6,6 +6,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class World:
     """This process's place in a ``torchrun`` job (rank 0 of 1 outside one)."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-import networkx as nx
 
 from ..graphs.ops import get_op
 from ..graphs.resolve import resolve

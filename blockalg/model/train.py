@@ -45,7 +45,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 
-
 from ..errors import BlockalgError
 from ..graphs.resolve import resolve_graph
 from .data import DATASETS, eval_windows, load_corpus, sample_batch

@@ -111,9 +111,9 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
                    seq_lens=(128, 256, 512, 1024, 2048, 4096, 8192)) -> ReportFolder:
     """Everything blockalg says about ``graphs``, at each shape of ``shapes`` (label → dims, or
     preset names)."""
-    from . import plots
     from ..analysis.analyze import analyze, quantity_keys
     from ..graphs.presets import resolve_dims
+    from . import plots
     from .tables import closed_form_table, comparison_table
 
     folder = ReportFolder(thousands)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .render import Table, format_int, format_value
 from ..analysis.paths import PATH_KEYS
 from ..graphs.ops import COMPONENTS
 from ..graphs.symbols import LATEX_NAMES
+from .render import Table, format_int, format_value
 
 
 def written(expr, fmt: str) -> str:

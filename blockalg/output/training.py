@@ -11,6 +11,7 @@ from ..model.train import divergence_bound
 from .render import Table
 from .report import ReportFolder
 
+
 def sig(x: float | None, digits: int = 4) -> float | None:
     """``x`` rounded to ``digits`` significant digits (None stays None).
 

@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from blockalg import analyze
 from blockalg.graphs.presets import PRESETS
+from support import GPT2_SMALL_FORWARD_MATMUL, GPT2_SMALL_PARAMS
 
 transformers = pytest.importorskip("transformers")
 
@@ -32,3 +33,6 @@ def test_hf_gpt2_matches_pre_ln(preset):
         logits.float().sum().backward()
     assert forward.get_total_flops() == predicted["flops.forward_matmul"]
     assert backward.get_total_flops() == predicted["flops.backward_matmul"]
+    if preset == "gpt2-small":  # the golden numbers the other tests use are HF's
+        assert sum(t.numel() for t in model.parameters()) == GPT2_SMALL_PARAMS["pre-ln"]
+        assert forward.get_total_flops() == GPT2_SMALL_FORWARD_MATMUL

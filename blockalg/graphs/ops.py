@@ -66,6 +66,7 @@ SCORE_SCALE_FLOPS = 1  # q·k / sqrt(d_head)
 ACTIVATION_FLOPS = {"relu": 1, "gelu": 8, "silu": 4}  # gelu: tanh form; silu: x·sigmoid(x)
 ACTIVATIONS = tuple(ACTIVATION_FLOPS)  # the activations an FFN may use
 ROTARY_FLOPS = 3  # x·cos + rotate(x)·sin, per rotated element of q and k
+DYT_FLOPS = 4  # α·x, tanh, the gain, the bias
 
 
 def matmul_flops(m, k, n) -> sp.Expr:
@@ -278,6 +279,22 @@ class RMSNormOp(_Norm):
 
     def other_per_element(self, attrs):
         return RMSNORM_FLOPS + AFFINE_GAIN_FLOPS
+
+
+@register
+class DyTOp(_Norm):
+    """Dynamic Tanh (Zhu et al. 2025, 'Transformers without Normalization'): γ ⊙ tanh(α·x) + β,
+    a learned scalar α and per-feature γ, β: 2·width + 1 parameters. It stands where a norm
+    stands, so gradient paths count it as one."""
+
+    name = "dyt"
+    attributes = {"width": ("d_model", tuple(WIDTHS))}
+
+    def params_at(self, width, attrs):
+        return {"alpha": sp.Integer(1), "weight": width, "bias": width}
+
+    def other_per_element(self, attrs):
+        return DYT_FLOPS
 
 
 # ---------------------------------------------------------------------------------------------

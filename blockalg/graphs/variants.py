@@ -352,6 +352,18 @@ def llama() -> nx.DiGraph:
     return b.graph()
 
 
+@variant("dyt", aliases=("dynamic-tanh", "no-norm"),
+         equations=("y = x + Attn(DyT(x))", "out = y + FFN(DyT(y))", "DyT(x) = γ ⊙ tanh(α·x) + β",
+                    "final DyT"),
+         reference="Zhu et al. 2025, 'Transformers without Normalization'")
+def dyt() -> nx.DiGraph:
+    """Pre-LN with every LayerNorm replaced by Dynamic Tanh, an element-wise squashing with a
+    learned scale: no statistics over the features at all."""
+    b = BlockBuilder("dyt", final_norm="dyt")
+    pre_norm_block(b, "dyt", {}, ("ffn", {}))
+    return b.graph()
+
+
 @variant("moe", aliases=("mixtral", "mixture-of-experts", "sparse-moe"),
          equations=("y = x + Attn_rope(RMSNorm(x))", "out = y + Σ_top-k g_e(y)·SwiGLU_e(RMSNorm(y))",
                     "final RMSNorm"),

@@ -139,6 +139,21 @@ class RMSNorm(nn.RMSNorm, Sublayer):
         super().__init__(dims[width])
 
 
+@torch_module("dyt")
+class DyT(Sublayer):
+    """γ ⊙ tanh(α·x) + β over ``width`` features; α starts at 0.5, γ at 1, β at 0 (the paper's
+    defaults outside LLMs)."""
+
+    def __init__(self, dims, width: str = "d_model", alpha: float = 0.5):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((1,), alpha))
+        self.weight = nn.Parameter(torch.ones(dims[width]))
+        self.bias = nn.Parameter(torch.zeros(dims[width]))
+
+    def forward(self, x):
+        return self.weight * torch.tanh(self.alpha * x) + self.bias
+
+
 @torch_module("attention")
 class CausalSelfAttention(Sublayer):
     """Causal multi-head self-attention with a fused q/k/v projection; grouped-query attention when

@@ -128,3 +128,13 @@ def test_resi_dual_carries_two_streams_in_closed_form(tmp_path):
     assert sum(stats.distribution(3).values()) == 2 * 4**3 - 1
     save_block(get("resi-dual"), tmp_path / "r.json")
     assert path_stats(load_block(tmp_path / "r.json")).at(12) == stats.at(12)
+
+
+def test_the_readme_variant_table_is_the_catalog():
+    """README's table lists every catalog variant, in order, with its equations and reference."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| name | equations | reference |"):].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines()[2:]]
+    assert rows == [f"| `{v.name}` | {'; '.join(v.equations)} | {v.reference} |" for v in catalog()]

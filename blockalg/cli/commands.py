@@ -268,10 +268,12 @@ THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}
 @click.option("--empirical", is_flag=True, help="Also measure gradient norms at init (torch).")
 @click.option("--thousands", type=click.Choice(list(THOUSANDS)), default="comma", show_default=True,
               help="Thousands separator in the LaTeX tables.")
-@click.option("--drift", "--check", "check_only", is_flag=True,
+@click.option("--drift", "check_only", is_flag=True,
               help="Write nothing; exit 1 if the text files on disk differ from what would be "
-                   "written (--check is the old spelling).")
-def report_command(variants, presets, assignments, out, hf_config, empirical, thousands, check_only):
+                   "written.")
+@click.option("--check", "old_drift", is_flag=True, hidden=True)  # the old spelling of --drift
+def report_command(variants, presets, assignments, out, hf_config, empirical, thousands, check_only,
+                   old_drift):
     """Write a self-contained report folder on VARIANTS: Markdown, LaTeX, CSV, JSON and figures."""
     from ..output.report import variant_report
 
@@ -280,7 +282,7 @@ def report_command(variants, presets, assignments, out, hf_config, empirical, th
         graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
         shapes.append((label, dims))
     folder = variant_report(graphs, dict(shapes), empirical=empirical, thousands=THOUSANDS[thousands])
-    if check_only:
+    if check_only or old_drift:
         return _report_drift(folder, out)
     folder.write(out)
     click.echo(f"wrote {len(folder.files)} files to {out}", err=True)

@@ -12,19 +12,36 @@ training) → ``output`` (tables, figures, reports, notebook display) → ``cli`
 Torch is imported only by :func:`build_model`, :func:`check` and the other empirical paths.
 """
 
+import importlib
 import sys
 
-from .analysis.analyze import Analysis, Comparison, analyze, compare
-from .errors import BlockalgError
-from .graphs import variants
-from .graphs.graph import BlockBuilder, BlockGraph, validate_block
-from .graphs.hf import from_hf_config
-from .graphs.presets import PRESETS, resolve_dims
-from .graphs.serialize import load_block, save_block
+#: Public names and the module each comes from, imported on first use (PEP 562), so that
+#: ``import blockalg.cli`` pays only for what a command needs.
+_EXPORTS = {
+    "Analysis": "analysis.analyze", "Comparison": "analysis.analyze",
+    "analyze": "analysis.analyze", "compare": "analysis.analyze",
+    "BlockalgError": "errors", "variants": None,
+    "BlockBuilder": "graphs.graph", "BlockGraph": "graphs.graph", "validate_block": "graphs.graph",
+    "from_hf_config": "graphs.hf", "PRESETS": "graphs.presets", "resolve_dims": "graphs.presets",
+    "load_block": "graphs.serialize", "save_block": "graphs.serialize",
+}
 
-__all__ = ["Analysis", "BlockBuilder", "BlockGraph", "BlockalgError", "Comparison", "PRESETS",
-           "analyze", "build_model", "check", "compare", "from_hf_config", "load_block",
-           "resolve_dims", "save_block", "validate_block", "variants"]
+__all__ = sorted([*_EXPORTS, "build_model", "check"])
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'blockalg' has no attribute '{name}'")
+    if name == "variants":
+        value = importlib.import_module(".graphs.variants", __name__)
+    else:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
 
 
 def build_model(*args, **kwargs):

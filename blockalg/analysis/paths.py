@@ -22,6 +22,7 @@ coefficients of ``T(1, t, t)**L`` (sublayers) and ``T(t, 1, 1)**L`` (norms).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import sympy as sp
 
@@ -29,13 +30,14 @@ from ..graphs.graph import model_streams, segments
 from ..graphs.symbols import n_layers
 from .streams import StreamSystem, stream_statistics, stream_system, stream_terms
 from .terms import (
+    MARKS,
     a,
     block_polynomial,
-    degrees,
-    expr_to_terms,
+    block_terms,
     f,
+    factored,
     final_polynomial,
-    int_coefficients,
+    final_terms,
     int_poly_mul,
     int_poly_pow,
     n,
@@ -48,23 +50,49 @@ layer = sp.Symbol("l", integer=True, positive=True)  # a layer index, 1..L
 #: The statistics every model has, in table order (keys of ``PathStats.expressions``).
 PATH_KEYS = ("count", "shortest.norms", "shortest.sublayers", "longest.norms", "longest.sublayers",
              "mean_sublayers", "mean_norms")
+#: The marks each distribution counts.
+DISTRIBUTION_MARKS = {"sublayers": (a, f), "norms": (n,)}
 
 
 def model_terms(graph, layers: int) -> dict:
     """The model's generating function at ``n_layers = layers`` in term form (no unrolling)."""
     if len(model_streams(graph)) > 1:
         return stream_terms(stream_system(graph), layers)
-    terms = expr_to_terms(final_polynomial(graph))
+    terms = final_terms(graph)
     for block, count in segments(graph):
         power = int(count.subs(n_layers, layers))
-        terms = terms_product(terms, terms_power(expr_to_terms(block_polynomial(block)), power))
+        terms = terms_product(terms, terms_power(block_terms(block), power))
     return terms
 
 
-def _mean_degree(poly_expr, marks) -> sp.Rational:
+def term_degrees(terms: dict, marks) -> list[int]:
+    """The total degree in ``marks`` of every monomial of a polynomial in term form.
+
+    >>> term_degrees({(0, 0, 0): 1, (1, 1, 0): 1}, (a, f))
+    [0, 1]
+    """
+    index = [MARKS.index(m) for m in marks]
+    return [sum(exps[i] for i in index) for exps, c in terms.items() if c != 0]
+
+
+def _mean_degree(terms: dict, marks) -> sp.Rational:
     """Mean over paths (monomials weighted by coefficient) of the degree in ``marks``."""
-    at_t = poly_expr.subs({m: t for m in marks}).subs({x: 1 for x in (n, a, f)})
-    return sp.Rational(sp.diff(at_t, t).subs(t, 1), at_t.subs(t, 1))
+    weights = [c for c in terms.values() if c != 0]
+    return sp.Rational(sum(c * d for c, d in zip(weights, term_degrees(terms, marks))), sum(weights))
+
+
+def collapsed(terms: dict, of: str) -> list[int]:
+    """Coefficients (degree 0 up) of the polynomial in ``t`` that counts the paths of ``terms``
+    by the number of ``of`` (sublayers or norms) they cross.
+
+    >>> collapsed({(0, 0, 0): 1, (1, 1, 0): 1, (1, 0, 1): 1, (2, 1, 1): 1}, "sublayers")
+    [1, 2, 1]
+    """
+    degrees = term_degrees(terms, DISTRIBUTION_MARKS[of])
+    coefficients = [0] * (max(degrees) + 1)
+    for d, c in zip(degrees, (c for c in terms.values() if c != 0)):
+        coefficients[d] += c
+    return coefficients
 
 
 def distribution_closed_form(parts, final: sp.Expr) -> tuple[sp.Expr, str]:
@@ -91,19 +119,28 @@ def distribution_closed_form(parts, final: sp.Expr) -> tuple[sp.Expr, str]:
     return expr, f"Binomial({sp.sstr(trials)}, 1/2){shifted} over paths"
 
 
+def _t_polynomial(coefficients: list[int]) -> sp.Expr:
+    return sp.Add(*(c * t**k for k, c in enumerate(coefficients) if c))
+
+
 @dataclass
 class PathStats:
     """Closed forms (in ``n_layers``) of the path statistics of a model's wiring.
 
-    ``factors`` holds each segment's block polynomial T_i(n, a, f) with the number of layers it
-    covers (one ``(T, n_layers)`` for a model of identical blocks).
+    ``parts`` holds each segment's block polynomial T_i(n, a, f) in term form
+    (``{(#n, #a, #f): count}``) with the number of layers it covers; ``factors`` the same with
+    T_i as a factored sympy expression (one ``(T, n_layers)`` for a model of identical blocks).
+    The statistics are read from the terms; factoring and the distributions' closed forms are
+    computed when first asked for.
     """
 
-    factors: list[tuple[sp.Expr, sp.Expr]]
+    parts: list[tuple[dict, sp.Expr]]
     final: sp.Expr  # the final norm's factor
     expressions: dict[str, sp.Expr]
-    sublayer_distribution: tuple[sp.Expr, str]
-    norm_distribution: tuple[sp.Expr, str]
+
+    @cached_property
+    def factors(self) -> list[tuple[sp.Expr, sp.Expr]]:
+        return [(factored(terms), count) for terms, count in self.parts]
 
     @property
     def block(self) -> sp.Expr:
@@ -116,6 +153,16 @@ class PathStats:
         for block, count in self.factors:
             product *= block**count
         return product
+
+    @cached_property
+    def sublayer_distribution(self) -> tuple[sp.Expr, str]:
+        """The generating function in ``t`` of paths by sublayers crossed, and its description."""
+        return distribution_closed_form(*self._distribution_parts("sublayers"))
+
+    @cached_property
+    def norm_distribution(self) -> tuple[sp.Expr, str]:
+        """The generating function in ``t`` of paths by norms crossed, and its description."""
+        return distribution_closed_form(*self._distribution_parts("norms"))
 
     def at(self, layers: int) -> dict:
         """The statistics at ``n_layers = layers`` as exact numbers; the JSON shape of ``paths``."""
@@ -140,21 +187,19 @@ class PathStats:
 
     def distribution(self, layers: int, of: str = "sublayers") -> dict[int, int]:
         """Number of paths crossing k sublayers (or norms), for every k, at ``n_layers = layers``."""
-        parts, final = self._distribution_parts(of)
-        coefficients = int_coefficients(final)
-        for per_block, count in parts:
-            power = int_poly_pow(int_coefficients(per_block), int(count.subs(n_layers, layers)))
+        coefficients = collapsed(self._final_terms, of)
+        for terms, count in self.parts:
+            power = int_poly_pow(collapsed(terms, of), int(count.subs(n_layers, layers)))
             coefficients = int_poly_mul(coefficients, power)
         return {k: c for k, c in enumerate(coefficients) if c}
 
+    @property
+    def _final_terms(self) -> dict:
+        return {tuple(int(m == self.final) for m in MARKS): 1}
+
     def _distribution_parts(self, of):
-        marks = {"sublayers": (a, f), "norms": (n,)}[of]
-        others = [x for x in (n, a, f) if x not in marks]
-
-        def collapse(expr):
-            return sp.expand(sp.sympify(expr).subs({m: t for m in marks}).subs({x: 1 for x in others}))
-
-        return [(collapse(block), count) for block, count in self.factors], collapse(self.final)
+        return ([(_t_polynomial(collapsed(terms, of)), count) for terms, count in self.parts],
+                _t_polynomial(collapsed(self._final_terms, of)))
 
 
 def path_stats(graph) -> PathStats:
@@ -162,42 +207,38 @@ def path_stats(graph) -> PathStats:
     if len(model_streams(graph)) > 1:
         system = stream_system(graph)
         expressions, distributions = stream_statistics(system, layer)
-        return StreamPathStats([(system.matrix, n_layers)], sp.Integer(1), expressions,
-                               *distributions, system=system)
-    factors = [(block_polynomial(block), count) for block, count in segments(graph)]
-    final = final_polynomial(graph)
+        return StreamPathStats([], sp.Integer(1), expressions, system=system,
+                               distributions=tuple(distributions))
+    parts = [(block_terms(block), count) for block, count in segments(graph)]
     sublayers, norms = (a, f), (n,)
-    final_norms = degrees(final, norms)[0]
+    final_norms = next(iter(final_terms(graph)))[0]
 
     def total(per_block, counts=None):
-        return sum((c * per_block(T) for (T, _), c in zip(factors, counts or [c for _, c in factors])),
+        return sum((c * per_block(T) for (T, _), c in zip(parts, counts or [c for _, c in parts])),
                    sp.Integer(0))
 
     count = sp.Integer(1)
-    for T, c in factors:
-        count *= T.subs({n: 1, a: 1, f: 1}) ** c
+    for T, c in parts:
+        count *= sp.Integer(sum(T.values())) ** c
     # blocks of each segment between layer l and the output
-    if len(factors) == 1:
+    if len(parts) == 1:
         from_layer = [n_layers - layer + 1]
     else:
-        starts = [sum((c for _, c in factors[:i]), sp.Integer(0)) for i in range(len(factors))]
+        starts = [sum((c for _, c in parts[:i]), sp.Integer(0)) for i in range(len(parts))]
         from_layer = [sp.Max(0, sp.Min(c, start + c - layer + 1))
-                      for (_, c), start in zip(factors, starts)]
+                      for (_, c), start in zip(parts, starts)]
     expressions = {
         "count": count,
-        "shortest.norms": total(lambda T: min(degrees(T, norms))) + final_norms,
-        "shortest.sublayers": total(lambda T: min(degrees(T, sublayers))),
-        "longest.norms": total(lambda T: max(degrees(T, norms))) + final_norms,
-        "longest.sublayers": total(lambda T: max(degrees(T, sublayers))),
+        "shortest.norms": total(lambda T: min(term_degrees(T, norms))) + final_norms,
+        "shortest.sublayers": total(lambda T: min(term_degrees(T, sublayers))),
+        "longest.norms": total(lambda T: max(term_degrees(T, norms))) + final_norms,
+        "longest.sublayers": total(lambda T: max(term_degrees(T, sublayers))),
         "mean_sublayers": total(lambda T: _mean_degree(T, sublayers)),
         "mean_norms": total(lambda T: _mean_degree(T, norms)) + final_norms,
-        "shortest_to_layer.norms": total(lambda T: min(degrees(T, norms)), from_layer) + final_norms,
-        "shortest_to_layer.sublayers": total(lambda T: min(degrees(T, sublayers)), from_layer),
+        "shortest_to_layer.norms": total(lambda T: min(term_degrees(T, norms)), from_layer) + final_norms,
+        "shortest_to_layer.sublayers": total(lambda T: min(term_degrees(T, sublayers)), from_layer),
     }
-    stats = PathStats(factors, final, expressions, None, None)
-    stats.sublayer_distribution = distribution_closed_form(*stats._distribution_parts("sublayers"))
-    stats.norm_distribution = distribution_closed_form(*stats._distribution_parts("norms"))
-    return stats
+    return PathStats(parts, final_polynomial(graph), expressions)
 
 
 @dataclass
@@ -205,13 +246,26 @@ class StreamPathStats(PathStats):
     """:class:`PathStats` of a multi-stream model; ``block`` is the transfer matrix."""
 
     system: StreamSystem | None = None
+    distributions: tuple = ()  # (sublayers, norms): (generating function in t, description)
+
+    @property
+    def factors(self) -> list[tuple[sp.Expr, sp.Expr]]:
+        return [(self.system.matrix, n_layers)]
+
+    @property
+    def sublayer_distribution(self) -> tuple[sp.Expr, str]:
+        return self.distributions[0]
+
+    @property
+    def norm_distribution(self) -> tuple[sp.Expr, str]:
+        return self.distributions[1]
 
     @property
     def generating_function(self) -> sp.Expr:
         return self.system.generating_function()
 
     def distribution(self, layers: int, of: str = "sublayers") -> dict[int, int]:
-        marks = {"sublayers": (a, f), "norms": (n,)}[of]
+        marks = DISTRIBUTION_MARKS[of]
         counts = {}
         for (i, j, k), c in stream_terms(self.system, layers).items():
             degree = (i,) if marks == (n,) else (j + k,)

@@ -10,6 +10,8 @@ such polynomials stay exact Python integers (:func:`terms_product`, :func:`terms
 
 from __future__ import annotations
 
+import functools
+
 import networkx as nx
 import sympy as sp
 
@@ -122,17 +124,43 @@ def mark(graph, node):
     return ROLE_MARK.get(get_op(graph.nodes[node]["op"]).role, 1)
 
 
+def block_terms(graph, scaled: bool = False) -> dict[tuple, object]:
+    """T(n, a, f) of one block in term form (no sympy: what the statistics are read from).
+
+    >>> from blockalg.graphs.variants import get
+    >>> sorted(block_terms(get("pre-ln")).items())
+    [((0, 0, 0), 1), ((1, 0, 1), 1), ((1, 1, 0), 1), ((2, 1, 1), 1)]
+    """
+    scale_of = (lambda u, v: edge_scale(graph, u, v)) if scaled else None
+    return path_terms(graph, source(graph), sink(graph), lambda v: mark(graph, v), scale_of)
+
+
 def block_polynomial(graph, scaled: bool = False) -> sp.Expr:
     """T(n, a, f) of one block, factored. ``scaled``: edge scales multiply in."""
-    scale_of = (lambda u, v: edge_scale(graph, u, v)) if scaled else None
-    return sp.factor(path_polynomial(graph, source(graph), sink(graph), lambda v: mark(graph, v),
-                                     scale_of))
+    return factored(block_terms(graph, scaled))
+
+
+def factored(terms: dict) -> sp.Expr:
+    """The polynomial of ``terms``, factored; computed once per distinct polynomial (factoring is
+    the costly step, and every analysis of a variant asks for the same few blocks)."""
+    return _factored(frozenset(terms.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _factored(items: frozenset) -> sp.Expr:
+    return sp.factor(terms_to_expr(dict(items)))
 
 
 def final_polynomial(graph) -> sp.Expr:
     """The model's factor after the last block: ``n`` for a final norm, else 1."""
     final = final_norm(graph)
     return ROLE_MARK.get(final[0].role, 1) if final else sp.Integer(1)
+
+
+def final_terms(graph) -> dict[tuple, int]:
+    """:func:`final_polynomial` in term form."""
+    final = final_norm(graph)
+    return _times_mark({(0, 0, 0): 1}, ROLE_MARK.get(final[0].role, 1) if final else 1)
 
 
 def degrees(poly_expr, marks) -> list[int]:

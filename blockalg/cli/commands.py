@@ -6,6 +6,7 @@ line naming the culprit; a failed empirical check exits 1.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 
@@ -36,14 +37,28 @@ from .options import (
     run_command,
     set_option,
 )
-from .train import train_command
 
 
 class _Group(click.Group):
-    """Runs every command under the one error contract of :func:`~.options.run_command`."""
+    """Runs every command under the one error contract of :func:`~.options.run_command`; the
+    commands of :data:`LAZY_COMMANDS` are imported only when asked for (or listed)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         sys.exit(run_command(super(), args, prog_name))
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attribute = LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(module, __package__), attribute), name)
+        return super().get_command(ctx, name)
+
+
+#: Commands in their own module, with the module (relative to this package) and the attribute:
+#: ``blockalg train`` (:mod:`blockalg.cli.train`) needs the training code's option choices.
+LAZY_COMMANDS = {"train": (".train", "train_command")}
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -311,8 +326,6 @@ def _exit_code(checks) -> int:
                    f"{', '.join(sorted({c.name for c in failed}))}", err=True)
     return 1 if failed else 0
 
-
-main.add_command(train_command)  # `blockalg train`, from blockalg/cli/train.py
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ blockalg.errors.BlockalgError: expression "__import__('os')": calls are limited 
 
 import ast
 import operator
+from fractions import Fraction
 
 import sympy as sp
 
@@ -101,18 +102,56 @@ def numeric_value(text, dims) -> float:
 def evaluate(expr, dims: dict[str, int], what: str = "expression", integer: bool = True):
     """The exact value of ``expr`` at ``dims``: a Python int (or, unless ``integer``, a Rational).
 
-    The dimensions go in as sympy Integers in one ``xreplace`` (no ``subs``: nothing is
-    re-simplified), so the value comes out exact.
+    Sums, products and integer powers of integers, rationals and dimension symbols (every count
+    and FLOP formula) are computed in Python integers and fractions, without building sympy
+    objects; anything else (``floor``, ``Max``, roots) goes in one ``xreplace`` of the dimensions
+    as sympy Integers. Either way the value is exact.
 
-    >>> from blockalg.graphs.symbols import d_model
+    >>> from blockalg.graphs.symbols import d_model, n_layers
     >>> evaluate(3 * d_model**2, {"d_model": 768})
     1769472
+    >>> evaluate(n_layers / 8, {"n_layers": 12}, integer=False)
+    3/2
     """
-    values = {DIMENSIONS[k]: sp.Integer(v) for k, v in dims.items() if k in DIMENSIONS}
-    value = sp.sympify(expr).xreplace(values)
-    if value.is_Integer:
-        return int(value)
-    if not integer and value.is_Rational:
+    expr, values = sp.sympify(expr), {DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS}
+    try:
+        value = _exact(expr, values)
+    except _NotArithmetic:
+        value = expr.xreplace({s: sp.Integer(v) for s, v in values.items()})
+        value = int(value) if value.is_Integer else value
+    else:
+        value = value.numerator if value.denominator == 1 else sp.Rational(value.numerator,
+                                                                           value.denominator)
+    if isinstance(value, int):
+        return value
+    if not integer and isinstance(value, sp.Rational):
         return value
     raise BlockalgError(f"{what} = {value} is not {'an integer' if integer else 'a rational'} "
                         f"at these dimensions")
+
+
+class _NotArithmetic(Exception):
+    """An expression :func:`_exact` leaves to sympy."""
+
+
+def _exact(expr, values) -> Fraction:
+    """``expr`` at ``values`` (symbol -> int) as a Fraction, for +, ·, integer powers."""
+    if expr.is_Symbol:
+        if expr not in values:
+            raise _NotArithmetic
+        return Fraction(values[expr])
+    if expr.is_Rational:
+        return Fraction(int(expr.p), int(expr.q))
+    if expr.is_Add:
+        return sum((_exact(arg, values) for arg in expr.args), Fraction(0))
+    if expr.is_Mul:
+        product = Fraction(1)
+        for arg in expr.args:
+            product *= _exact(arg, values)
+        return product
+    if expr.is_Pow and expr.exp.is_Integer:
+        base = _exact(expr.base, values)
+        if base == 0 and expr.exp < 0:
+            raise _NotArithmetic  # sympy says zoo; let it
+        return base ** int(expr.exp)
+    raise _NotArithmetic

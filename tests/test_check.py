@@ -1,5 +1,6 @@
 """The torch model built from the graph, and the empirical checks against the symbolic numbers."""
 
+import contextlib
 import json
 import math
 
@@ -89,6 +90,34 @@ def test_structure_check_sees_a_model_built_from_another_graph():
     model = build_model("pre-ln", preset="tiny", device="meta")
     assert check_structure(get("pre-ln"), model).ok
     assert not check_structure(get("post-ln"), model).ok
+
+
+def test_structure_check_traces_every_distinct_block():
+    """Identical layers are traced once; a layer built from another graph is still seen."""
+    from blockalg.model.build import Block
+
+    model = build_model("pre-ln", preset="tiny", n_layers=5, device="meta")
+    assert check_structure(get("pre-ln"), model).ok
+    model.blocks[3] = Block(get("post-ln"), model.dims)
+    assert not check_structure(get("pre-ln"), model).ok
+
+
+def test_replaying_meta_shapes_changes_no_count():
+    """The FLOPs of a meta model counted with every meta kernel run, and with repeated ops
+    replayed from the cache, agree op by op."""
+    from blockalg.model.metashapes import replay_shapes
+
+    model = build_model("hybrid-ln", preset="tiny", n_layers=4, n_kv_heads=2, device="meta")
+    idx = torch.zeros(2, 64, dtype=torch.long, device="meta")
+
+    def counts(context):
+        with context, flop_counter() as counter:
+            model(idx, idx)[1].backward()
+        return counter.get_flop_counts()["Global"]
+
+    replay = replay_shapes("meta")
+    assert counts(replay) == counts(contextlib.nullcontext())
+    assert replay.replayed > 100
 
 
 def test_traced_block_equals_the_graph():

@@ -144,6 +144,21 @@ def test_paths_check_fails_for_a_model_of_another_graph():
     assert not check_paths(get("hybrid-ln"), model).ok
 
 
+def test_paths_check_finds_one_foreign_layer_among_40():
+    """Random points, not expansion: one hybrid-LN block among 40 pre-LN ones has the same number
+    of paths (4 per block) but another polynomial, which the exact terms confirm."""
+    from blockalg.model.build import Block
+
+    graph = get("pre-ln")
+    model = build_model(graph, preset="tiny", n_layers=40, device="meta")
+    assert check_paths(graph, model).ok
+    model.blocks[23] = Block(get("hybrid-ln"), model.dims)
+    result = check_paths(graph, model)
+    assert result.predicted == result.measured == 4**40
+    assert not result.ok and "differs at" in result.detail
+    assert traced_generating_function(model) != model_terms(graph, 40)
+
+
 def unrolled_model(graph, layers: int) -> nx.DiGraph:
     """The model as a plain DAG, written independently of blockalg's path code: every block node
     copied per layer, each stream's output wired to the next block's input of that stream, the

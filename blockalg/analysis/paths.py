@@ -34,6 +34,7 @@ from .terms import (
     a,
     block_polynomial,
     block_terms,
+    expr_to_terms,
     f,
     factored,
     final_polynomial,
@@ -41,7 +42,9 @@ from .terms import (
     int_poly_mul,
     int_poly_pow,
     n,
+    power,
     t,
+    terms_at,
     terms_power,
     terms_product,
 )
@@ -63,6 +66,45 @@ def model_terms(graph, layers: int) -> dict:
         power = int(count.subs(n_layers, layers))
         terms = terms_product(terms, terms_power(block_terms(block), power))
     return terms
+
+
+def model_value(graph, layers: int, point, modulus: int | None = None) -> int:
+    """The model's (unscaled) generating function at ``n_layers = layers`` evaluated at ``point``
+    = (n, a, f), modulo ``modulus`` if given: final · Π T_i(point)**count_i by repeated squaring
+    (start · M**L · head for several streams), never expanding a polynomial. At (1, 1, 1) it is
+    the exact number of paths.
+
+    >>> from blockalg.graphs.variants import get
+    >>> model_value(get("pre-ln"), 96, (1, 1, 1)) == 4**96
+    True
+    >>> model_value(get("pre-ln"), 96, (2, 3, 5), 101) == 2 * (1 + 2*3)**96 * (1 + 2*5)**96 % 101
+    True
+    """
+    if len(model_streams(graph)) > 1:
+        return _stream_value(stream_system(graph), layers, point, modulus)
+    value = terms_at(final_terms(graph), point, modulus)
+    for block, count in segments(graph):
+        value *= pow(terms_at(block_terms(block), point, modulus), int(count.subs(n_layers, layers)),
+                     modulus)
+    return value % modulus if modulus else value
+
+
+def _stream_value(system: StreamSystem, layers: int, point, modulus: int | None) -> int:
+    def at(expr):
+        return terms_at(expr_to_terms(expr), point, modulus) if expr != 0 else 0
+
+    k = system.matrix.rows
+    matrix = [[at(system.matrix[i, j]) for j in range(k)] for i in range(k)]
+
+    def product(x, y):
+        out = [[sum(x[i][m] * y[m][j] for m in range(k)) for j in range(k)] for i in range(k)]
+        return [[v % modulus for v in row] for row in out] if modulus else out
+
+    identity = [[int(i == j) for j in range(k)] for i in range(k)]
+    result = power(matrix, layers, product, identity)
+    value = sum(int(system.start[i]) * result[i][j] * at(system.head[j])
+                for i in range(k) for j in range(k))
+    return value % modulus if modulus else value
 
 
 def term_degrees(terms: dict, marks) -> list[int]:

@@ -11,6 +11,7 @@ such polynomials stay exact Python integers (:func:`terms_product`, :func:`terms
 from __future__ import annotations
 
 import functools
+import operator
 
 import networkx as nx
 import sympy as sp
@@ -39,10 +40,7 @@ def path_terms(graph: nx.DiGraph, start, end, mark_of, scale_of=None) -> dict[tu
     [((0, 0, 0), 1), ((1, 0, 0), 1)]
     """
     terms = {start: _times_mark({(0, 0, 0): 1}, mark_of(start))}
-    reachable = nx.descendants(graph, start) | {start}
-    for node in nx.topological_sort(graph.subgraph(reachable)):
-        if node == start:
-            continue
+    for node in _after(graph, start):
         total = {}
         for u in graph.predecessors(node):
             if u in terms:
@@ -52,6 +50,37 @@ def path_terms(graph: nx.DiGraph, start, end, mark_of, scale_of=None) -> dict[tu
     if end not in terms:
         raise BlockalgError(f"no path from '{start}' to '{end}'")
     return terms[end]
+
+
+def path_value(graph: nx.DiGraph, start, end, mark_of, point, modulus: int | None = None) -> int:
+    """The (unscaled) generating function of :func:`path_terms` evaluated at ``point`` =
+    (n, a, f), integers, modulo ``modulus`` if given: the same one pass over a topological order
+    with a number per node instead of a polynomial, so its cost does not grow with the degree.
+
+    >>> g = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
+    >>> path_value(g, "x", "z", lambda v: {"y": n}.get(v, 1), (10, 1, 1))  # n + 1 at n = 10
+    11
+    """
+    weight = dict(zip(MARKS, point))
+
+    def times_mark(value, node):
+        value *= weight.get(mark_of(node), 1)
+        return value % modulus if modulus else value
+
+    values = {start: times_mark(1, start)}
+    for node in _after(graph, start):
+        values[node] = times_mark(sum(values[u] for u in graph.predecessors(node) if u in values),
+                                  node)
+    if end not in values:
+        raise BlockalgError(f"no path from '{start}' to '{end}'")
+    return values[end]
+
+
+def _after(graph: nx.DiGraph, start) -> list:
+    """The nodes reachable from ``start``, in topological order, ``start`` left out."""
+    reachable = nx.descendants(graph, start)
+    return [node for node in nx.topological_sort(graph.subgraph(reachable | {start}))
+            if node != start]
 
 
 def path_polynomial(graph: nx.DiGraph, start, end, mark_of, scale_of=None) -> sp.Expr:
@@ -114,6 +143,23 @@ def expr_to_terms(expr) -> dict:
     """A polynomial in ``n``, ``a``, ``f`` (a sympy expression) in term form."""
     poly = sp.Poly(sp.expand(expr), *MARKS)
     return {exps: int(c) if c.is_Integer else c for exps, c in poly.terms()}
+
+
+def terms_at(terms: dict, point, modulus: int | None = None) -> int:
+    """A polynomial in term form at ``point`` = (n, a, f), modulo ``modulus`` if given; the
+    coefficients must be integers (unscaled paths).
+
+    >>> terms_at({(0, 0, 0): 1, (1, 1, 0): 2}, (3, 5, 7))  # 1 + 2·n·a
+    31
+    """
+    total = 0
+    for (i, j, k), c in terms.items():
+        if modulus:
+            total += operator.index(c) * pow(point[0], i, modulus) * pow(point[1], j, modulus) \
+                * pow(point[2], k, modulus)
+        else:
+            total += operator.index(c) * point[0]**i * point[1]**j * point[2]**k
+    return total % modulus if modulus else total
 
 
 def terms_to_expr(terms: dict) -> sp.Expr:

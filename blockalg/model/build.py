@@ -67,6 +67,12 @@ class Block(nn.Module):
                 inputs.append((u, None if scale == 1 else numeric_value(scale, dims)))
             self.plan.append((node, inputs))
 
+    def signature(self) -> tuple:
+        """Everything :meth:`forward` does, as data: the inputs, the plan (with each node's
+        module class) and the outputs. Blocks with equal signatures run, and trace, alike."""
+        plan = tuple((node, type(self._modules[node]), tuple(inputs)) for node, inputs in self.plan)
+        return tuple(self.inputs), plan, tuple(self.outputs)
+
     def forward(self, *streams):
         values = {node: streams[i] for i, node in enumerate(self.inputs)}  # (indexing traces)
         for node, inputs in self.plan:
@@ -139,6 +145,7 @@ def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRES
         torch.manual_seed(seed)
     with torch.device(device):
         model = GPT(graph, dims)
-    init_model_(model, Init(graph.graph.get("init", "gpt2"), dims["n_layers"], init_std,
-                            residual_scaling))
+    if torch.device(device).type != "meta":  # meta tensors hold no values to initialise
+        init_model_(model, Init(graph.graph.get("init", "gpt2"), dims["n_layers"], init_std,
+                                residual_scaling))
     return model.to(dtype=dtype) if dtype is not None else model

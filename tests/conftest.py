@@ -1,5 +1,11 @@
+import os
 import sys
 from pathlib import Path
+
+# One intra-op thread, in this process and the ones it starts (torchrun, notebook kernels), before
+# torch is imported: the tests' models are tiny, and spinning threads of one process slow every
+# other on a 2-core or shared machine (a tiny CPU check ran 10× slower under load with two).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

@@ -22,6 +22,7 @@ Enter it *outside* a ``FlopCounterMode``, so that the counter still sees every o
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -69,6 +70,7 @@ def _rebuild(spec):
     return kind(_rebuild(s) for s in spec[1])
 
 
+@functools.cache
 def _aliasing(func) -> bool:
     schema = func._schema
     return any(a.alias_info is not None for a in (*schema.arguments, *schema.returns))

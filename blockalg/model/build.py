@@ -67,12 +67,6 @@ class Block(nn.Module):
                 inputs.append((u, None if scale == 1 else numeric_value(scale, dims)))
             self.plan.append((node, inputs))
 
-    def signature(self) -> tuple:
-        """Everything :meth:`forward` does, as data: the inputs, the plan (with each node's
-        module class) and the outputs. Blocks with equal signatures run, and trace, alike."""
-        plan = tuple((node, type(self._modules[node]), tuple(inputs)) for node, inputs in self.plan)
-        return tuple(self.inputs), plan, tuple(self.outputs)
-
     def forward(self, *streams):
         values = {node: streams[i] for i, node in enumerate(self.inputs)}  # (indexing traces)
         for node, inputs in self.plan:

@@ -203,6 +203,13 @@ def traced_block_graph(block: Block) -> nx.DiGraph:
     return collapse_trace(block, lambda name: "." not in name, input_names=block.inputs)
 
 
+def block_signature(block: Block) -> tuple:
+    """Everything ``block.forward`` does, as data: its inputs, its plan (with each node's module
+    class, which names the op a trace reports) and its outputs. Equal signatures trace alike."""
+    plan = tuple((node, type(block.get_submodule(node)), tuple(inputs)) for node, inputs in block.plan)
+    return tuple(block.inputs), plan, tuple(block.outputs)
+
+
 def traced_model_graph(model) -> nx.DiGraph:
     """The whole model's traced computation, collapsed to the block nodes of every layer
     (``blocks.3.attn``) and the model-level modules (``wte``, ``wpe``, ``ln_f``, ``lm_head``)."""
@@ -283,18 +290,19 @@ def _edges(graph, scale_of) -> set:
 def check_structure(graph, model) -> Check:
     """Every layer's traced computation has exactly its block graph's edges, ops and edge scales.
 
-    Blocks with equal :meth:`~blockalg.model.build.Block.signature` trace alike, so each distinct
-    one is traced once (a model of 96 identical layers: once)."""
+    Blocks with equal :func:`block_signature` trace alike, so each distinct one is traced once
+    (a model of 96 identical layers: once)."""
     from ..graphs.expr import numeric_value
 
     expected = [_edges(block, lambda u, v: numeric_value(edge_scale(block, u, v), model.dims))
                 for block, _ in segments(graph)]
     found, extra, predicted, traces = 0, set(), 0, {}
     for block, segment in zip(model.blocks, model.segment_of):
-        if block.signature() not in traces:  # a trace is a function of the signature
+        key = block_signature(block)
+        if key not in traces:
             traced = traced_block_graph(block)
-            traces[block.signature()] = _edges(traced, lambda u, v: traced.edges[u, v].get("scale", 1.0))
-        edges = traces[block.signature()]
+            traces[key] = _edges(traced, lambda u, v: traced.edges[u, v].get("scale", 1.0))
+        edges = traces[key]
         found += len(edges & expected[segment])
         extra |= edges ^ expected[segment]
         predicted += len(expected[segment])

@@ -9,7 +9,8 @@ training) → ``output`` (tables, figures, reports, notebook display) → ``cli`
 >>> blockalg.analyze("pre-ln", preset="gpt2-small").values["params.total"]
 124439808
 
-Torch is imported only by :func:`build_model`, :func:`check` and the other empirical paths.
+Torch is imported only by :func:`build_model`, :func:`check`, :func:`from_module` and the other
+empirical paths.
 """
 
 import sys
@@ -23,7 +24,7 @@ from .graphs.presets import PRESETS, resolve_dims
 from .graphs.serialize import load_block, save_block
 
 __all__ = ["Analysis", "BlockBuilder", "BlockGraph", "BlockalgError", "Comparison", "PRESETS",
-           "analyze", "build_model", "check", "compare", "from_hf_config", "load_block",
+           "analyze", "build_model", "check", "compare", "from_hf_config", "from_module", "load_block",
            "resolve_dims", "save_block", "validate_block", "variants"]
 
 
@@ -39,6 +40,14 @@ def check(*args, **kwargs):
     from .model.check import check as _check
 
     return _check(*args, **kwargs)
+
+
+def from_module(*args, **kwargs):
+    """Import a block written in PyTorch as a block graph; see
+    :func:`blockalg.model.importer.from_module`."""
+    from .model.importer import from_module as _from_module
+
+    return _from_module(*args, **kwargs)
 
 
 if "IPython" in sys.modules:  # in a notebook: graphs and results display themselves

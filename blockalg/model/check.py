@@ -11,7 +11,10 @@ Each :class:`Check` holds a name, the predicted number, the measured one and whe
 * ``paths.generating_function``: the whole built model, traced and collapsed, has exactly the path
   generating function T**L · final of :mod:`blockalg.analysis.paths` (predicted/measured: number of paths);
 * ``numerics.finite`` and ``numerics.init_loss`` (not on meta): a forward/backward on random tokens is
-  finite and the loss at initialisation is within 10% of ln(vocab).
+  finite and the loss at initialisation is within 10% of ln(vocab);
+* ``original.params``, ``original.flops.forward_matmul`` and ``original.flops.backward_matmul``, for a
+  block imported from PyTorch (:func:`blockalg.from_module`): the module as written, built at the same
+  dimensions, against one block of the graph.
 
 NB on attention FLOPs: on the meta device SDPA decomposes into ``bmm``s (backward = 2× forward).
 On real CPU tensors torch 2.13 runs ``_scaled_dot_product_flash_attention_for_cpu``, for which
@@ -78,7 +81,7 @@ def flop_counter():
         aten._scaled_dot_product_flash_attention_for_cpu_backward: backward})
 
 
-def _is_fused_attention(op_names) -> bool:
+def is_fused_attention(op_names) -> bool:
     return any(re.search(r"(flash|efficient|cudnn)_attention", name) for name in op_names)
 
 
@@ -87,9 +90,14 @@ def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, de
     """Build ``variant`` at ``dims`` on ``device`` and run every check."""
     graph, dims = resolve(variant, preset, dims, **overrides)
     model = build_model(graph, dims, device=device, seed=seed)
-    return [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
-            check_structure(graph, model), check_paths(graph, model),
-            *check_numerics(model, dims, device, seed)]
+    checks = [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
+              check_structure(graph, model), check_paths(graph, model),
+              *check_numerics(model, dims, device, seed)]
+    if getattr(graph, "factory", None) is not None:  # imported from PyTorch: measure the original
+        from .importer import check_original
+
+        checks += check_original(graph, dims, device)
+    return checks
 
 
 def check_params(graph, model, dims) -> list[Check]:
@@ -132,7 +140,7 @@ def check_flops(graph, model, dims, device) -> list[Check]:
     with flop_counter() as backward:
         loss.backward()
     ops = [str(op) for op in backward.get_flop_counts()["Global"]]
-    fused = _is_fused_attention(ops)
+    fused = is_fused_attention(ops)
     counts = flop_counts(graph)
     predicted_forward = b * evaluate(counts["forward_matmul"], dims)
     predicted_backward = b * evaluate(counts["backward_matmul_fused" if fused else "backward_matmul"], dims)

@@ -185,3 +185,14 @@ def test_roles_say_what_the_structure_does_not():
     assert graph.nodes["attn"]["op"] == "attention"
     assert sp.expand(param_counts(graph)["total"] - param_counts(get("pre-ln"))["total"]) == 0
     assert block_polynomial(graph) == block_polynomial(get("pre-ln"))
+
+
+def test_a_size_that_fits_no_expression_or_several_is_refused_by_name():
+    from blockalg.model.fit import fit
+
+    points = [{d_model: d} for d in (744, 700, 1092)]
+    with pytest.raises(BlockalgError, match=r"axis 0 of 'mlp.w1.weight' is ambiguous: \d+\*ceiling.* or "):
+        fit([2048, 2048, 3072], points, what="axis 0 of 'mlp.w1.weight'")  # 8/3·d rounded to 256? 128?
+    with pytest.raises(BlockalgError, match=r"the FFN's hidden width \(.*\) is not an expression"):
+        fit([d * 7919 % 1000 + 100 for d in (744, 700, 1092, 810)],
+            points + [{d_model: 810}], what="the FFN's hidden width")

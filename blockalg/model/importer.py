@@ -77,7 +77,7 @@ from ..graphs.symbols import DIMENSIONS, d_head, d_model, n_heads, n_kv_heads
 from ..graphs.variants import MODULE_SPEC
 from .fit import fit
 from .recognise import Recognised, Recognizer
-from .trace import BATCH, Refused, one_line, custom_leaves, describe, source_line, trace
+from .trace import BATCH, Refused, custom_leaves, describe, one_line, source_line, trace
 
 #: Probe points: values for every dimension a factory may take. Within a point no two values
 #: coincide; across points the ratios (n_heads / n_kv_heads: 3, 4, 3, 8, 7) and the residues of
@@ -99,6 +99,8 @@ PROBES = [
 SMALL = dict(n_heads=6, n_kv_heads=2, d_head=10, d_model=66, d_ff=94, n_ctx=13, seq_len=11,
              n_layers=3, vocab=37, n_experts=5, top_k=2)
 ROLES = ("attention", "ffn")
+#: The model around the block, which a module does not say (from_module's keywords).
+MODEL_OPTIONS = ("final_norm", "positions", "tied_embeddings", "init", "position_offset")
 #: The symbols a graph's sublayers are measured in, in the order relations are applied.
 MEASURED = (d_head, n_heads, n_kv_heads, DIMENSIONS["d_ff"])
 
@@ -134,11 +136,11 @@ def _import(factory, roles, name, options, source=None) -> BlockGraph:
     for path, role in roles.items():
         if role not in ROLES:
             raise BlockalgError(f"roles: '{path}': role {role!r} is not one of {list(ROLES)}")
-    model_attrs = {k: options.pop(k) for k in list(options) if k in MODEL_DEFAULTS}
+    model_attrs = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
     unknown = sorted(set(options) - set(DIMENSIONS))
     if unknown:
         raise BlockalgError(f"from_module: unknown option '{unknown[0]}' (dimensions, roles, "
-                            f"final_norm, positions, tied_embeddings, init)")
+                            f"{', '.join(MODEL_OPTIONS)})")
     return _Importer(factory, roles, model_attrs, source).run(options or None)
 
 
@@ -153,6 +155,7 @@ def load_factory(spec: str):
     module_name = f"blockalg_user_{re.sub(r'[^0-9A-Za-z_]', '_', str(path.resolve()))}"
     source = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(source)
+    sys.modules[module_name] = module  # as an import would (dataclasses look their module up)
     sys.path.insert(0, str(path.resolve().parent))  # the file's own imports, as when run
     try:
         source.loader.exec_module(module)
@@ -165,8 +168,6 @@ def load_factory(spec: str):
                          if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module_name)
         raise BlockalgError(f"{path} has no '{match['name']}' (its nn.Modules: {', '.join(defined) or 'none'})")
     return getattr(module, match["name"]), f"{path.stem}.{match['name']}"
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,8 +365,8 @@ class _Importer:
         owned = [name for names in recognised.params.values() for name in names]
         for name in params:
             if owned.count(name) != 1:
-                raise BlockalgError(f"{self.factory.name}: parameter '{name}' is "
-                                    f"{'used by no recognised sublayer' if not owned.count(name) else 'shared by two sublayers'}")
+                how = "shared by two sublayers" if owned.count(name) else "used by no recognised sublayer"
+                raise BlockalgError(f"{self.factory.name}: parameter '{name}' is {how}")
         for node, names in recognised.params.items():
             have = sum(params[n].numel() for n in names)
             want = node_params(graph, node, dims)
@@ -451,7 +452,7 @@ class _Importer:
     def graph(self, first: Recognised, relations, stated, points, results) -> BlockGraph:
         graph = first.graph
         shapes = self.shapes(points, results, relations)
-        attrs = {**self._model_attrs(graph), **self.model_attrs}
+        attrs = {**model_around(graph), **self.model_attrs}
         notes = [f"imported from {self.source}: {self.factory.name}({', '.join(self.factory.taken)}), "
                  f"verified at {len(PROBES)} dimension points (parameters per sublayer) and "
                  f"at one (matmul FLOPs, forward and backward)"]
@@ -474,20 +475,6 @@ class _Importer:
         graph.factory = self.factory.call
         return graph
 
-    @staticmethod
-    def _model_attrs(graph) -> dict:
-        """final_norm: the block's norm after a pre-norm block (a path from input to output
-        crosses no norm), none after a post-norm one; no position table with rotary attention."""
-        norms = [n for n in graph.nodes if get_op(graph.nodes[n]["op"]).role == NORM]
-        free = graph.subgraph([n for n in graph.nodes if n not in norms])
-        final = None
-        if norms and nx.has_path(free, "x", "out"):
-            spec = {k: v for k, v in graph.nodes[norms[0]].items()}
-            final = spec["op"] if len(spec) == 1 else spec
-        rotary = any(graph.nodes[n].get("rotary") for n in graph.nodes)
-        return {"final_norm": final, "positions": "none" if rotary else "learned",
-                "tied_embeddings": True}
-
     def verify_at(self, graph, dims: Mapping) -> None:
         """The graph, with its relations, is the module at ``dims`` too."""
         from ..graphs.resolve import apply_relations
@@ -498,11 +485,31 @@ class _Importer:
             raise BlockalgError(f"{self.factory.name}: its structure at the given dimensions differs "
                                 f"from the one at the probe points")
         for symbol, value in recognised.observed.items():
-            if full[str(symbol)] != value:
-                rule = graph.graph["relations"].get(str(symbol))
-                raise BlockalgError(f"{self.factory.name}: at the given dimensions {_WHAT[str(symbol)]} is "
-                                    f"{value}, {'the relation ' + str(symbol) + ' = ' + rule if rule else str(symbol)}"
-                                    f" gives {full[str(symbol)]}")
+            name = str(symbol)
+            if full[name] != value:
+                rule = graph.graph["relations"].get(name)
+                said = f"{name} = {rule}" if rule else name
+                raise BlockalgError(f"{self.factory.name}: at the given dimensions {_WHAT[name]} is "
+                                    f"{value}, where {said} is {full[name]}")
+
+
+def model_around(graph) -> dict:
+    """The model a block implies: after a pre-norm block (a path from input to output crosses
+    no norm) a final norm of its kind, none after a post-norm one; no position table with rotary
+    attention; tied embeddings (GPT-2's default).
+
+    >>> from blockalg.graphs.variants import get
+    >>> model_around(get("post-ln")), model_around(get("llama"))["final_norm"]
+    ({'final_norm': None, 'positions': 'learned', 'tied_embeddings': True}, 'rmsnorm')
+    """
+    norms = [n for n in graph.nodes if get_op(graph.nodes[n]["op"]).role == NORM]
+    free = graph.subgraph([n for n in graph.nodes if n not in norms])
+    final = None
+    if norms and nx.has_path(free, "x", "out"):
+        spec = dict(graph.nodes[norms[0]])
+        final = spec["op"] if len(spec) == 1 else spec
+    rotary = any(graph.nodes[n].get("rotary") for n in graph.nodes)
+    return {"final_norm": final, "positions": "none" if rotary else "learned", "tied_embeddings": True}
 
 
 def _structure(graph) -> dict:
@@ -516,8 +523,6 @@ def _attrs_text(attrs) -> str:
     return "(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else ""
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # The original module in `blockalg check`.
 
@@ -529,8 +534,6 @@ def check_original(graph, dims: Mapping, device="meta") -> list:
 
     factory = Factory.of(graph.factory, graph.graph.get("name"))
     module = factory.build(dims, device)
-    if str(device) != "meta":
-        module.train(False)
     params = sum(p.numel() for p in module.parameters())
     predicted = sum(node_params(graph, node, dims) for node in graph.nodes)
     measured = measure(module, dims["batch"], dims["seq_len"], dims["d_model"], device)

@@ -391,7 +391,10 @@ class Recognizer:
             for n in s.inside + s.linears_in:
                 owner[n] = s
         out_of = {s.linears_out[0]: s for s in sublayers}
-        params, paths, names, observed = {}, {}, _Names(), {}
+        named = [s.path for s in sublayers] + [self.path_of(n) for n in self.nodes
+                                               if self.kinds.get(n) == NORM_NODE and n not in owner]
+        wrapper = _common_prefix(named) if len(named) > 1 else ""
+        params, paths, names, observed = {}, {}, _Names(wrapper), {}
 
         def add(name, op, sources, **attrs):
             graph.add_node(name, op=op, **attrs)
@@ -526,13 +529,14 @@ def _exact(value: float) -> sp.Expr:
 
 class _Names:
     """Graph node names from module paths: ``attn.c_attn`` → ``attn_c_attn``, unique, never a
-    name torch modules reserve."""
+    name torch modules reserve; the path of a module wrapping the whole block is left out."""
 
-    def __init__(self):
+    def __init__(self, wrapper: str = ""):
         self.taken = {"x", "out"}
+        self.wrapper = wrapper + "." if wrapper else ""
 
     def take(self, path: str, fallback: str) -> str:
-        base = re.sub(r"[^0-9A-Za-z_]", "_", path) or fallback
+        base = re.sub(r"[^0-9A-Za-z_]", "_", path.removeprefix(self.wrapper)) or fallback
         if base[0].isdigit():
             base = f"{fallback}_{base}"
         if base in RESERVED_NODE_NAMES:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import networkx as nx
@@ -43,8 +44,8 @@ from ..graphs.ops import COMPONENTS, get_op, op_names
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
 from .build import Block, build_model
+from .measure import Factory, block_flops, flop_counter, is_fused_attention, measure, node_params
 
-aten = torch.ops.aten
 INIT_LOSS_TOLERANCE = 0.1  # relative to ln(vocab)
 
 
@@ -62,27 +63,6 @@ class Check:
         return {k: v for k, v in asdict(self).items() if k != "detail" or v}
 
 
-def flop_counter():
-    """A ``FlopCounterMode`` that also counts torch's fused CPU attention kernel and its backward."""
-    from torch.utils.flop_counter import (
-        FlopCounterMode,
-        sdpa_backward_flop_count,
-        sdpa_flop_count,
-    )
-
-    def forward(query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_flop_count(query, key, value)
-
-    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_backward_flop_count(grad_out, query, key, value)
-
-    return FlopCounterMode(display=False, custom_mapping={
-        aten._scaled_dot_product_flash_attention_for_cpu: forward,
-        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward})
-
-
-def is_fused_attention(op_names) -> bool:
-    return any(re.search(r"(flash|efficient|cudnn)_attention", name) for name in op_names)
 
 
 def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, device: str = "meta",
@@ -94,8 +74,6 @@ def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, de
               check_structure(graph, model), check_paths(graph, model),
               *check_numerics(model, dims, device, seed)]
     if getattr(graph, "factory", None) is not None:  # imported from PyTorch: measure the original
-        from .importer import check_original
-
         checks += check_original(graph, dims, device)
     return checks
 
@@ -284,3 +262,23 @@ def check_numerics(model, dims, device, seed) -> list[Check]:
             Check("numerics.init_loss", round(expected, 4), round(value, 4),
                   abs(value - expected) <= INIT_LOSS_TOLERANCE * expected,
                   f"within {INIT_LOSS_TOLERANCE:.0%} of ln(vocab)")]
+
+
+def check_original(graph, dims: Mapping, device="meta") -> list[Check]:
+    """Checks of the module as written (``graph.factory``) at ``dims``: its parameter count and
+    its forward and backward matmul FLOPs (``FlopCounterMode``) against one block of the graph."""
+    factory = Factory.of(graph.factory, graph.graph.get("name"))
+    module = factory.build(dims, device)
+    params = sum(p.numel() for p in module.parameters())
+    predicted = sum(node_params(graph, node, dims) for node in graph.nodes)
+    measured = measure(module, dims["batch"], dims["seq_len"], dims["d_model"], device)
+    backward = "backward_matmul_fused" if measured.fused else "backward_matmul"
+    forward_want = dims["batch"] * block_flops(graph, dims, "forward_matmul")
+    backward_want = dims["batch"] * block_flops(graph, dims, backward)
+    detail = f"{factory.name} as written, one block"
+    return [Check("original.params", predicted, params, predicted == params, detail),
+            Check("original.flops.forward_matmul", forward_want, measured.forward,
+                  forward_want == measured.forward, detail),
+            Check("original.flops.backward_matmul", backward_want, measured.backward,
+                  backward_want == measured.backward,
+                  "fused attention: 2.5x" if measured.fused else "math attention: 2x")]

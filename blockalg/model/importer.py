@@ -55,29 +55,26 @@ Importing a file (``path/to/file.py:Name``, :func:`import_file`) runs its code.
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
-import sympy as sp
-import torch
 from torch import nn
 
-from ..errors import BlockalgError
-from ..graphs.expr import evaluate, parse_expression
+from ..errors import BlockalgError, one_line
+from ..graphs.expr import parse_expression
 from ..graphs.graph import MODEL_DEFAULTS, BlockGraph, validate_block
-from ..graphs.serialize import to_data
 from ..graphs.ops import NORM, get_op
 from ..graphs.presets import DEFAULT_PRESET, resolve_dims
+from ..graphs.serialize import to_data
 from ..graphs.symbols import DIMENSIONS, d_head, d_model, n_heads, n_kv_heads
 from ..graphs.variants import MODULE_SPEC
 from .fit import fit
+from .measure import Factory, Measured, block_flops, measure, node_params
 from .recognise import Recognised, Recognizer
-from .trace import BATCH, Refused, custom_leaves, describe, one_line, source_line, trace
+from .trace import BATCH, Refused, custom_leaves, describe, source_line, trace
 
 #: Probe points: values for every dimension a factory may take. Within a point no two values
 #: coincide; across points the ratios (n_heads / n_kv_heads: 3, 4, 3, 8, 7) and the residues of
@@ -168,131 +165,6 @@ def load_factory(spec: str):
                          if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module_name)
         raise BlockalgError(f"{path} has no '{match['name']}' (its nn.Modules: {', '.join(defined) or 'none'})")
     return getattr(module, match["name"]), f"{path.stem}.{match['name']}"
-
-
-# ---------------------------------------------------------------------------------------------
-# The factory: which dimensions it takes, and building it.
-
-
-@dataclass
-class Factory:
-    """A callable building the block from keyword dimensions, and which dimensions it takes."""
-
-    call: object
-    name: str
-    taken: tuple[str, ...]
-    options: dict
-
-    @classmethod
-    def of(cls, factory, name=None) -> Factory:
-        if not callable(factory):
-            raise BlockalgError(f"from_module: {factory!r} is not a class or a callable")
-        label = name or getattr(factory, "__name__", type(factory).__name__)
-        try:
-            parameters = inspect.signature(factory).parameters.values()
-        except (TypeError, ValueError):
-            raise BlockalgError(f"{label}: cannot read which dimensions it takes") from None
-        taken = []
-        for p in parameters:
-            if p.name in DIMENSIONS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                taken.append(p.name)
-            elif p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY,
-                                                     p.POSITIONAL_ONLY):
-                raise BlockalgError(
-                    f"{label}: argument '{p.name}' is not a dimension and has no default (the "
-                    f"factory takes keyword dimensions: {', '.join(DIMENSIONS)}; wrap it in a function)")
-        if "d_model" not in taken:
-            raise BlockalgError(f"{label}: takes no 'd_model' (the width of the stream it maps)")
-        options = getattr(factory, "blockalg_options", None) or {}
-        if not isinstance(options, Mapping):
-            raise BlockalgError(f"{label}.blockalg_options must be a dict")
-        return cls(factory, label, tuple(taken), dict(options))
-
-    def dims_at(self, point: Mapping) -> dict:
-        """The full dimensions at a probe point: what the factory does not take is derived."""
-        dims = {k: point[k] for k in DIMENSIONS if k in point}
-        if "d_head" not in self.taken and "n_heads" in self.taken:
-            dims["d_model"] = dims["n_heads"] * dims["d_head"]
-        if "n_kv_heads" not in self.taken:
-            dims["n_kv_heads"] = dims["n_heads"]
-        return dims
-
-    def build(self, dims: Mapping, device="meta") -> nn.Module:
-        arguments = {k: dims[k] for k in self.taken}
-        try:
-            with torch.device(device):
-                module = self.call(**arguments)
-        except Exception as e:  # the user's code
-            shown = ", ".join(f"{k}={v}" for k, v in arguments.items())
-            raise BlockalgError(f"{self.name}({shown}) raised {one_line(e)}") from None
-        if not isinstance(module, nn.Module):
-            raise BlockalgError(f"{self.name}(...) returned {type(module).__name__}, not an nn.Module")
-        return module.eval()  # dropout is the identity
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring the module as written: parameters and FlopCounterMode.
-
-
-@dataclass
-class Measured:
-    """FLOPs of one forward and one backward of the module (batch × seq_len tokens)."""
-
-    forward: int
-    backward: int
-    forward_by_path: dict  # module path -> forward FLOPs ('' is the whole block)
-    fused: bool  # the attention ran a fused kernel (its backward recomputes the scores)
-    functions: list  # custom autograd Functions met in the backward graph
-
-
-def measure(module: nn.Module, batch: int, seq_len: int, width: int, device="meta") -> Measured:
-    """One forward and backward of ``module`` on a (batch, seq_len, width) input, counted."""
-    from .check import flop_counter, is_fused_attention
-
-    if str(device) == "meta":
-        x = torch.empty(batch, seq_len, width, device="meta", requires_grad=True)
-    else:
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        x = torch.randn(batch, seq_len, width, generator=generator).to(device).requires_grad_()
-    with flop_counter() as forward:
-        y = module(x)
-    functions = _custom_functions(y)
-    with flop_counter() as backward:
-        y.float().sum().backward()
-    counts = forward.get_flop_counts()
-    by_path = {key.partition(".")[2]: sum(v.values()) for key, v in counts.items() if key != "Global"}
-    ops = [str(op) for op in backward.get_flop_counts()["Global"]]
-    return Measured(forward.get_total_flops(), backward.get_total_flops(), by_path,
-                    is_fused_attention(ops), functions)
-
-
-def _custom_functions(y) -> list[str]:
-    """Names of the custom ``torch.autograd.Function`` s in the graph that computed ``y``."""
-    found, stack, seen = [], [getattr(y, "grad_fn", None)], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if isinstance(fn, torch.autograd.function.BackwardCFunction):
-            found.append(type(fn).__name__.removesuffix("Backward"))
-        stack += [next_fn for next_fn, _ in fn.next_functions]
-    return sorted(set(found))
-
-
-def block_flops(graph, dims, kind: str) -> int:
-    """One block's FLOPs of ``kind`` (``forward_matmul``, ...) at ``dims``, for one sequence."""
-    total = 0
-    for node in graph.nodes:
-        op = get_op(graph.nodes[node]["op"])
-        attrs = op.with_defaults(graph.nodes[node])
-        total += evaluate(getattr(op, kind)(attrs, graph.in_degree(node)), dims)
-    return total
-
-
-def node_params(graph, node, dims) -> int:
-    op = get_op(graph.nodes[node]["op"])
-    return evaluate(sum(op.params(op.with_defaults(graph.nodes[node])).values(), sp.Integer(0)), dims)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,29 +393,3 @@ def _structure(graph) -> dict:
 def _attrs_text(attrs) -> str:
     shown = {k: v for k, v in attrs.items() if k != "op"}
     return "(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# The original module in `blockalg check`.
-
-
-def check_original(graph, dims: Mapping, device="meta") -> list:
-    """Checks of the module as written (``graph.factory``) at ``dims``: its parameter count and
-    its forward and backward matmul FLOPs (``FlopCounterMode``) against one block of the graph."""
-    from .check import Check
-
-    factory = Factory.of(graph.factory, graph.graph.get("name"))
-    module = factory.build(dims, device)
-    params = sum(p.numel() for p in module.parameters())
-    predicted = sum(node_params(graph, node, dims) for node in graph.nodes)
-    measured = measure(module, dims["batch"], dims["seq_len"], dims["d_model"], device)
-    backward = "backward_matmul_fused" if measured.fused else "backward_matmul"
-    forward_want = dims["batch"] * block_flops(graph, dims, "forward_matmul")
-    backward_want = dims["batch"] * block_flops(graph, dims, backward)
-    detail = f"{factory.name} as written, one block"
-    return [Check("original.params", predicted, params, predicted == params, detail),
-            Check("original.flops.forward_matmul", forward_want, measured.forward,
-                  forward_want == measured.forward, detail),
-            Check("original.flops.backward_matmul", backward_want, measured.backward,
-                  backward_want == measured.backward,
-                  "fused attention: 2.5x" if measured.fused else "math attention: 2x")]

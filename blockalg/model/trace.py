@@ -33,14 +33,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.experimental.meta_tracer import MetaProxy, MetaTracer, proxys_to_metas
 
-from ..errors import BlockalgError
+from ..errors import BlockalgError, one_line
 
 BATCH = 2  # the batch of the traced input
 
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 # Custom leaves: modules computing a norm or a linear map, recognised by what they compute.
@@ -204,6 +200,7 @@ def trace(module: nn.Module, dims: Mapping, leaves: dict, stack_traces: bool = F
         raise BlockalgError(f"{type(module).__name__}.forward needs '{extra[0].name}': blockalg imports "
                             f"blocks whose forward(x) takes the stream only")
     concrete = {p.name: p.default for p in parameters[1:] if p.default is not p.empty}
+    _settle_dynamo()
     tracer = _Tracer(leaves)
     tracer.record_stack_traces = stack_traces
     x = torch.empty(BATCH, dims["seq_len"], dims["d_model"], device="meta")
@@ -219,6 +216,18 @@ def trace(module: nn.Module, dims: Mapping, leaves: dict, stack_traces: bool = F
         if "Could not compute metadata" not in str(warning.message):  # node is refused where used
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return graph
+
+
+def _settle_dynamo() -> None:
+    """Build torch.compile's table of torch functions before tracing. NB: MetaTracer swaps
+    ``torch.arange``, ``torch.ones`` & co. for wrappers while it traces; a table first built in
+    that window holds the wrappers, and torch.compile then refuses ``torch.arange`` for the rest
+    of the process."""
+    try:
+        from torch._dynamo.trace_rules import get_torch_obj_rule_map
+    except ImportError:  # another torch: no such table
+        return
+    get_torch_obj_rule_map()
 
 
 def live_nodes(graph: fx.Graph) -> list:

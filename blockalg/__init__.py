@@ -9,7 +9,8 @@ training) → ``output`` (tables, figures, reports, notebook display) → ``cli`
 >>> blockalg.analyze("pre-ln", preset="gpt2-small").values["params.total"]
 124439808
 
-Torch is imported only by :func:`build_model`, :func:`check` and the other empirical paths.
+Torch is imported only by :func:`build_model`, :func:`check`, :func:`from_module` and the other
+empirical paths.
 """
 
 import importlib
@@ -26,7 +27,7 @@ _EXPORTS = {
     "load_block": "graphs.serialize", "save_block": "graphs.serialize",
 }
 
-__all__ = sorted([*_EXPORTS, "build_model", "check"])
+__all__ = sorted([*_EXPORTS, "build_model", "check", "from_module"])
 
 
 def __getattr__(name):
@@ -56,6 +57,14 @@ def check(*args, **kwargs):
     from .model.check import check as _check
 
     return _check(*args, **kwargs)
+
+
+def from_module(*args, **kwargs):
+    """Import a block written in PyTorch as a block graph; see
+    :func:`blockalg.model.importer.from_module`."""
+    from .model.importer import from_module as _from_module
+
+    return _from_module(*args, **kwargs)
 
 
 if "IPython" in sys.modules:  # in a notebook: graphs and results display themselves

@@ -31,6 +31,30 @@ CELLS = [
              'h = b.node("ln", "layernorm", x)\n'
              'b.output(b.node("add", "add", x, b.node("attn", "attention", h), b.node("ffn", "ffn", h)))\n'
              'parallel = b.graph()\nblockalg.analyze(parallel, preset="gpt2-small").paths.at(12)'),
+    ("md", "## Bring your own block\n\nA block written in PyTorch, here with the attention inline "
+           "(no submodule) and the MLP in an `nn.Sequential`, is traced on the meta device and "
+           "imported as a graph: closed forms, paths and comparisons follow. Its hidden width "
+           "`4 * d_model` is not an argument: the import states it as a relation."),
+    ("code", 'import torch.nn as nn\nimport torch.nn.functional as F\n\n\n'
+             'class MyBlock(nn.Module):\n'
+             '    def __init__(self, d_model, n_heads):\n'
+             '        super().__init__()\n'
+             '        self.n_heads = n_heads\n'
+             '        self.ln_1, self.ln_2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)\n'
+             '        self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)\n'
+             '        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(approximate="tanh"),\n'
+             '                                 nn.Linear(4 * d_model, d_model))\n\n'
+             '    def attention(self, x):\n'
+             '        b, s, d = x.shape\n'
+             '        q, k, v = self.qkv(x).view(b, s, 3, self.n_heads, d // self.n_heads).transpose(1, 3).unbind(2)\n'
+             '        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)\n'
+             '        return self.proj(y.transpose(1, 2).reshape(b, s, d))\n\n'
+             '    def forward(self, x):\n'
+             '        x = x + self.attention(self.ln_1(x))\n'
+             '        return x + self.mlp(self.ln_2(x))\n\n\n'
+             'mine = blockalg.from_module(MyBlock)\n'
+             'mine.graph["relations"]'),
+    ("code", 'blockalg.compare(["pre-ln", mine], preset="gpt2-small")'),
     ("md", "## The same graph as a torch model, checked\n\nOn the meta device a model of any size "
            "is built in seconds, without memory."),
     ("code", 'from blockalg.model.check import check\n'

@@ -141,3 +141,6 @@ def test_notebook_runs_top_to_bottom():
     assert outputs['c["pre-ln"].values["params.total"]'][0]["data"]["text/plain"] == "124439808"
     assert any("image/png" in o.get("data", {}) for cells in outputs.values() for o in cells)
     assert "text/markdown" in outputs['g = variants.get("pre-ln")\ng'][0]["data"]
+    # the block written in PyTorch in the notebook imports to pre-ln's numbers exactly
+    mine = outputs['blockalg.compare(["pre-ln", mine], preset="gpt2-small")'][0]["data"]["text/markdown"]
+    assert "| params.total | 124,439,808 | 124,439,808 | +0 |" in mine

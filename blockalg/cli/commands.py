@@ -27,6 +27,7 @@ from ..output.tables import (
 from .options import (
     CONTEXT,
     TABLE_FORMATS,
+    accepts_modules,
     device_option,
     dims_options,
     format_option,
@@ -87,8 +88,13 @@ def variants_command(fmt):
 @click.argument("variant", required=False)
 @hf_config_option
 @format_option("text", "json", "mermaid", "dot", default="text")
+@accepts_modules
 def show_command(variant, hf_config, fmt):
-    """Print the block graph of VARIANT (a catalog name or a .json graph file) or --hf-config."""
+    """Print the block graph of VARIANT (a catalog name or a .json graph file) or --hf-config.
+
+    --format json writes it as a graph file (a block imported from PyTorch keeps its relations and
+    notes there, and is never executed again when the file is read).
+    """
     from ..graphs.serialize import to_json
 
     graph = resolve_inputs([variant] if variant else [], DEFAULT_PRESET, (), hf_config)[0][0]
@@ -105,6 +111,7 @@ def show_command(variant, hf_config, fmt):
 @click.option("--check", "run_checks", is_flag=True,
               help="Also build each model and show the measured numbers (imports torch).")
 @device_option
+@accepts_modules
 def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run_checks, device):
     """Compare VARIANTS side by side (names or .json graph files; 'vs' between them is allowed).
 
@@ -135,6 +142,7 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
 @dims_options
 @device_option
 @format_option(*TABLE_FORMATS, "json")
+@accepts_modules
 def check_command(variants, preset, assignments, hf_config, device, fmt):
     """Build each of VARIANTS as a torch model and check every number against the prediction.
 
@@ -168,6 +176,7 @@ DETAIL_MAX_LAYERS = 48
               help="Per-layer shortest paths and the full distributions "
                    f"(default: on up to {DETAIL_MAX_LAYERS} layers).")
 @format_option(*TABLE_FORMATS, "json")
+@accepts_modules
 def paths_command(variants, preset, assignments, hf_config, layers, detail, fmt):
     """Gradient-path statistics of VARIANTS: closed forms in L and exact values.
 
@@ -222,6 +231,7 @@ def paths_command(variants, preset, assignments, hf_config, layers, detail, fmt)
 @click.option("--plot", type=click.Path(dir_okay=False), callback=lambda ctx, param, value:
               _figure_path(value), help="Save a figure (.png, .svg or .pdf).")
 @format_option(*TABLE_FORMATS, "json")
+@accepts_modules
 def gradients_command(variants, preset, assignments, hf_config, device, seeds, batch, init_std,
                       residual_scaling, plot, fmt):
     """Per-layer gradient norms at initialisation (Xiong et al. 2020, Fig. 3).
@@ -287,6 +297,7 @@ THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}
               help="Write nothing; exit 1 if the text files on disk differ from what would be "
                    "written.")
 @click.option("--check", "old_drift", is_flag=True, hidden=True)  # the old spelling of --drift
+@accepts_modules
 def report_command(variants, presets, assignments, out, hf_config, empirical, thousands, check_only,
                    old_drift):
     """Write a self-contained report folder on VARIANTS: Markdown, LaTeX, CSV, JSON and figures."""

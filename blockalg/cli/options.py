@@ -1,10 +1,12 @@
 """Options and input handling shared by every command (``blockalg`` and ``blockalg train``):
 ``--preset``/``--set``/``--hf-config``, ``--device``, the progress bar, and turning variant names,
-graph files and Hugging Face configs into graphs and dimensions."""
+graph files, blocks written in PyTorch (``path/to/file.py:Name``) and Hugging Face configs into
+graphs and dimensions."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 
 import click
@@ -50,6 +52,17 @@ def format_option(*formats, default="table"):
                         show_default=True, help="Output format.")
 
 
+MODULE_HELP = ("A VARIANT may also be path/to/file.py:Name, a block written in PyTorch: it is traced "
+               "and imported as a graph. Importing a .py file RUNS ITS CODE (a .json graph file is "
+               "never executed); only this explicit file.py:Name form does.")
+
+
+def accepts_modules(command):
+    """Append :data:`MODULE_HELP` to a command's help (put it right above the function)."""
+    command.__doc__ = f"{inspect.cleandoc(command.__doc__)}\n\n{MODULE_HELP}"
+    return command
+
+
 def hf_config_option(command):
     """``--hf-config``: a Hugging Face config.json, analysed as one more variant at its own dims."""
     return click.option("--hf-config", type=click.Path(dir_okay=False),
@@ -79,8 +92,6 @@ def resolve_inputs(variants, preset, assignments, hf_config):
     With ``--hf-config`` the config's model comes first and its dimensions are used for all; the
     config fields blockalg does not model are listed on stderr.
     """
-    from ..graphs.variants import get
-
     overrides = parse_assignments(assignments)
     graphs = []
     if hf_config:
@@ -95,10 +106,29 @@ def resolve_inputs(variants, preset, assignments, hf_config):
         dims, label = model.dims, f"hf:{model.model_type}"
     else:
         dims, label = resolve_dims(preset, overrides), preset
-    graphs += [get(name) for name in variants if name.lower() != "vs"]
+    graphs += [_graph_of(name, dims) for name in variants if name.lower() != "vs"]
     if not graphs:
         raise BlockalgError("no variant given (try: blockalg variants, or --hf-config PATH)")
     return _distinct_names(graphs), dims, label
+
+
+def _graph_of(name: str, dims: dict):
+    """A catalog variant or graph file, or a block written in PyTorch (``file.py:Name``: imported,
+    running the file), verified at ``dims``; the dimensions such a block sets itself are noted."""
+    from ..graphs.variants import MODULE_SPEC, get
+
+    if not MODULE_SPEC.match(name):
+        return get(name)
+    from ..graphs.resolve import apply_relations
+    from ..model.importer import import_file
+
+    graph = import_file(name, dims)
+    own = apply_relations(graph, dims)
+    for key, expr in graph.graph["relations"].items():
+        if own[key] != dims.get(key):
+            click.echo(f"note: {name}: {key} = {expr} = {own[key]} is set by the module "
+                       f"({key} = {dims.get(key)} is not used for it)", err=True)
+    return graph
 
 
 def _distinct_names(graphs):

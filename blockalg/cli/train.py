@@ -23,6 +23,7 @@ from ..model.train import DTYPES, SCHEDULES
 from .options import (
     CONTEXT,
     TABLE_FORMATS,
+    accepts_modules,
     device_option,
     dims_options,
     format_option,
@@ -71,6 +72,7 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--out", type=click.Path(file_okay=False),
               help="Also write JSON, CSV and figures to this folder (replaced atomically).")
 @format_option(*TABLE_FORMATS, "json")
+@accepts_modules
 def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups, seeds, schedule,
                   clip, device, dtype, compile_, data, batch, eval_every, max_loss, threads, ddp,
                   out, fmt):

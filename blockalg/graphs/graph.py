@@ -41,7 +41,7 @@ import sympy as sp
 from ..errors import BlockalgError
 from .expr import parse_expression
 from .ops import INPUT, NORM, OUTPUT, OpKind, get_op
-from .symbols import d_model, n_layers
+from .symbols import DIMENSIONS, d_model, n_layers
 
 MODEL_DEFAULTS = {"final_norm": None, "positions": "learned", "tied_embeddings": True,
                   "init": "gpt2", "position_offset": 0, "streams": None, "head": None}
@@ -292,7 +292,26 @@ def _check_streams(graph) -> None:
                             f"{list(streams)}")
 
 
-GRAPH_KEYS = {*MODEL_DEFAULTS, "name", "equations", "reference", "segments"}
+GRAPH_KEYS = {*MODEL_DEFAULTS, "name", "equations", "reference", "segments", "relations", "notes",
+              "source"}
+
+
+def _check_relations(relations) -> None:
+    """``relations``: dimension → expression in the other dimensions, set by the block itself
+    (a block imported from PyTorch: ``{"d_ff": "4*d_model"}``); applied in order."""
+    if relations is None:
+        return
+    if not isinstance(relations, dict):
+        raise BlockalgError("relations must map a dimension to an expression")
+    for name, text in relations.items():
+        if name not in DIMENSIONS:
+            raise BlockalgError(f"relations: unknown dimension '{name}' (known: {', '.join(DIMENSIONS)})")
+        try:
+            expr = parse_expression(text)
+        except BlockalgError as e:
+            raise BlockalgError(f"relations: {name}: {e}") from None
+        if DIMENSIONS[name] in expr.free_symbols:
+            raise BlockalgError(f"relations: {name} = {text} refers to {name} itself")
 
 
 def _check_model_attributes(graph) -> None:
@@ -301,6 +320,11 @@ def _check_model_attributes(graph) -> None:
         raise BlockalgError(f"unknown graph attribute '{unknown[0]}' (known: {', '.join(sorted(GRAPH_KEYS))})")
     if not isinstance(graph.graph.get("name", ""), str):
         raise BlockalgError(f"name = {graph.graph['name']!r} must be a string")
+    _check_relations(graph.graph.get("relations"))
+    for key in ("notes", "equations"):
+        lines = graph.graph.get(key, [])
+        if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+            raise BlockalgError(f"{key} must be a list of strings")
     _check_streams(graph)
     final = final_norm(graph)
     if final is not None:

@@ -12,8 +12,12 @@ dimension dict or keyword overrides; :func:`resolve` turns any of these into ``(
 from __future__ import annotations
 
 import networkx as nx
+import sympy as sp
 
+from ..errors import BlockalgError
+from .expr import parse_expression
 from .presets import DEFAULT_PRESET, resolve_dims
+from .symbols import DIMENSIONS
 from .variants import get
 
 
@@ -26,4 +30,28 @@ def resolve(variant, preset=DEFAULT_PRESET, dims: dict | None = None,
             **overrides) -> tuple[nx.DiGraph, dict]:
     """``(graph, dims)``: ``dims`` when given (taken as complete), else ``preset`` with
     ``overrides`` applied and checked (:func:`blockalg.graphs.presets.resolve_dims`)."""
-    return resolve_graph(variant), resolve_dims(preset, overrides) if dims is None else dims
+    graph = resolve_graph(variant)
+    return graph, apply_relations(graph, resolve_dims(preset, overrides) if dims is None else dims)
+
+
+def apply_relations(graph, dims: dict) -> dict:
+    """``dims`` with the graph's ``relations`` applied, in order: the dimensions a block imported
+    from PyTorch sets itself (nanoGPT's ``d_ff = 4*d_model``) take the module's values.
+
+    >>> from blockalg.graphs.presets import resolve_dims
+    >>> g = nx.DiGraph(relations={"d_ff": "4*d_model"})
+    >>> apply_relations(g, resolve_dims("tiny", {"d_ff": 100}))["d_ff"]
+    256
+    """
+    relations = graph.graph.get("relations") or {}
+    if not relations:
+        return dims
+    dims = dict(dims)
+    for name, text in relations.items():
+        value = parse_expression(text).xreplace({DIMENSIONS[k]: sp.Integer(v) for k, v in dims.items()
+                                                 if k in DIMENSIONS})
+        if not value.is_Integer or value <= 0:
+            raise BlockalgError(f"relation {name} = {text} is {value} at these dimensions, not a "
+                                f"positive integer")
+        dims[name] = int(value)
+    return dims

@@ -13,6 +13,7 @@ the path of a block graph file (JSON) is accepted too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,16 @@ def lookup(name: str) -> Variant:
         raise BlockalgError(f"unknown variant '{name}' (known: {known}; or a .json graph file)") from None
 
 
+#: ``path/to/file.py:Name``: a block written in PyTorch (imported by :mod:`blockalg.model.importer`,
+#: which runs the file; the command line accepts it wherever it accepts a variant).
+MODULE_SPEC = re.compile(r"^(?P<path>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
 def get(name_or_path) -> nx.DiGraph:
     """The block graph of a catalog variant, or of a JSON graph file when given a path."""
+    if isinstance(name_or_path, str) and MODULE_SPEC.match(name_or_path):
+        raise BlockalgError(f"'{name_or_path}' is a block written in PyTorch: import it with "
+                            f"blockalg.from_module (importing runs the file's code)")
     if isinstance(name_or_path, Path) or str(name_or_path).endswith(".json") \
             or "/" in str(name_or_path):
         return load_block(name_or_path)

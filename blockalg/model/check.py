@@ -12,7 +12,10 @@ Each :class:`Check` holds a name, the predicted number, the measured one and whe
   generating function T**L · final of :mod:`blockalg.analysis.paths` (predicted/measured: number
   of paths, exact; the polynomials are compared at random points, see :func:`check_paths`);
 * ``numerics.finite`` and ``numerics.init_loss`` (not on meta): a forward/backward on random tokens is
-  finite and the loss at initialisation is within 10% of ln(vocab).
+  finite and the loss at initialisation is within 10% of ln(vocab);
+* ``original.params``, ``original.flops.forward_matmul`` and ``original.flops.backward_matmul``, for a
+  block imported from PyTorch (:func:`blockalg.from_module`): the module as written, built at the same
+  dimensions, against one block of the graph.
 
 NB on attention FLOPs: on the meta device SDPA decomposes into ``bmm``s (backward = 2× forward).
 On real CPU tensors torch 2.13 runs ``_scaled_dot_product_flash_attention_for_cpu``, for which
@@ -29,6 +32,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import networkx as nx
@@ -43,9 +47,9 @@ from ..graphs.ops import COMPONENTS, get_op, op_names
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
 from .build import Block, build_model
+from .measure import Factory, block_flops, flop_counter, is_fused_attention, measure, node_params
 from .metashapes import replay_shapes
 
-aten = torch.ops.aten
 INIT_LOSS_TOLERANCE = 0.1  # relative to ln(vocab)
 
 
@@ -63,27 +67,6 @@ class Check:
         return {k: v for k, v in asdict(self).items() if k != "detail" or v}
 
 
-def flop_counter():
-    """A ``FlopCounterMode`` that also counts torch's fused CPU attention kernel and its backward."""
-    from torch.utils.flop_counter import (
-        FlopCounterMode,
-        sdpa_backward_flop_count,
-        sdpa_flop_count,
-    )
-
-    def forward(query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_flop_count(query, key, value)
-
-    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_backward_flop_count(grad_out, query, key, value)
-
-    return FlopCounterMode(display=False, custom_mapping={
-        aten._scaled_dot_product_flash_attention_for_cpu: forward,
-        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward})
-
-
-def _is_fused_attention(op_names) -> bool:
-    return any(re.search(r"(flash|efficient|cudnn)_attention", name) for name in op_names)
 
 
 def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, device: str = "meta",
@@ -91,9 +74,12 @@ def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, de
     """Build ``variant`` at ``dims`` on ``device`` and run every check."""
     graph, dims = resolve(variant, preset, dims, **overrides)
     model = build_model(graph, dims, device=device, seed=seed)
-    return [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
-            check_structure(graph, model), check_paths(graph, model),
-            *check_numerics(model, dims, device, seed)]
+    checks = [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
+              check_structure(graph, model), check_paths(graph, model),
+              *check_numerics(model, dims, device, seed)]
+    if getattr(graph, "factory", None) is not None:  # imported from PyTorch: measure the original
+        checks += check_original(graph, dims, device)
+    return checks
 
 
 def check_params(graph, model, dims) -> list[Check]:
@@ -137,7 +123,7 @@ def check_flops(graph, model, dims, device) -> list[Check]:
         with flop_counter() as backward:
             loss.backward()
     ops = [str(op) for op in backward.get_flop_counts()["Global"]]
-    fused = _is_fused_attention(ops)
+    fused = is_fused_attention(ops)
     counts = flop_counts(graph)
     predicted_forward = b * evaluate(counts["forward_matmul"], dims)
     predicted_backward = b * evaluate(counts["backward_matmul_fused" if fused else "backward_matmul"], dims)
@@ -327,3 +313,23 @@ def check_numerics(model, dims, device, seed) -> list[Check]:
             Check("numerics.init_loss", round(expected, 4), round(value, 4),
                   abs(value - expected) <= INIT_LOSS_TOLERANCE * expected,
                   f"within {INIT_LOSS_TOLERANCE:.0%} of ln(vocab)")]
+
+
+def check_original(graph, dims: Mapping, device="meta") -> list[Check]:
+    """Checks of the module as written (``graph.factory``) at ``dims``: its parameter count and
+    its forward and backward matmul FLOPs (``FlopCounterMode``) against one block of the graph."""
+    factory = Factory.of(graph.factory, graph.graph.get("name"))
+    module = factory.build(dims, device)
+    params = sum(p.numel() for p in module.parameters())
+    predicted = sum(node_params(graph, node, dims) for node in graph.nodes)
+    measured = measure(module, dims["batch"], dims["seq_len"], dims["d_model"], device)
+    backward = "backward_matmul_fused" if measured.fused else "backward_matmul"
+    forward_want = dims["batch"] * block_flops(graph, dims, "forward_matmul")
+    backward_want = dims["batch"] * block_flops(graph, dims, backward)
+    detail = f"{factory.name} as written, one block"
+    return [Check("original.params", predicted, params, predicted == params, detail),
+            Check("original.flops.forward_matmul", forward_want, measured.forward,
+                  forward_want == measured.forward, detail),
+            Check("original.flops.backward_matmul", backward_want, measured.backward,
+                  backward_want == measured.backward,
+                  "fused attention: 2.5x" if measured.fused else "math attention: 2x")]

@@ -24,9 +24,13 @@ from .tables import comparison_table
 
 
 def graph_markdown(graph: BlockGraph) -> str:
-    """The block's name, equations and Mermaid diagram."""
+    """The block's name, equations, relations (a block imported from PyTorch: the dimensions it
+    sets itself) and Mermaid diagram."""
     equations = "; ".join(graph.graph.get("equations", []))
     head = f"**{graph.graph.get('name', 'block')}**" + (f": {equations}" if equations else "")
+    relations = graph.graph.get("relations") or {}
+    if relations:
+        head += "\n\nRelations: " + ", ".join(f"`{k} = {v}`" for k, v in relations.items())
     return f"{head}\n\n```mermaid\n{graph_to_mermaid(graph)}\n```"
 
 

@@ -173,6 +173,10 @@ def graph_to_text(graph) -> str:
     lines.append("model: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
     if graph.graph.get("head") is not None:
         lines += ["head:", *graph_to_text(graph.graph["head"]).splitlines()[1:-1]]
+    relations = graph.graph.get("relations") or {}
+    if relations:
+        lines.append("relations: " + ", ".join(f"{k} = {v}" for k, v in relations.items()))
+    lines += [f"note: {note}" for note in graph.graph.get("notes") or []]
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from ..output.tables import (
     path_table,
     shortest_to_layer_table,
 )
+from .memory import inference_command, memory_command
 from .options import (
     CONTEXT,
     TABLE_FORMATS,
@@ -35,6 +36,7 @@ from .options import (
     resolve_inputs,
     run_command,
     set_option,
+    training_options,
 )
 from .train import train_command
 
@@ -119,17 +121,24 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
 @click.argument("variants", nargs=-1)
 @dims_options
 @device_option
+@training_options
 @format_option(*TABLE_FORMATS, "json")
-def check_command(variants, preset, assignments, hf_config, device, fmt):
+def check_command(variants, preset, assignments, hf_config, device, dtype, optimizer, recompute,
+                  attention, fmt):
     """Build each of VARIANTS as a torch model and check every number against the prediction.
 
-    Prints predicted, measured and pass/fail per check; exits 1 if any check fails.
+    Prints predicted, measured and pass/fail per check; exits 1 if any check fails. The memory
+    checks build the model in --dtype and measure one step as `blockalg memory` describes it.
     """
+    from ..analysis.memory import Setting
+
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
+    setting = Setting(dtype=dtype, optimizer=optimizer, recompute=recompute, attention=attention)
     with progress(graphs, "checking") as bar:
-        checks = [_run_checks(graph, dims, device) for graph in bar]
+        checks = [_run_checks(graph, dims, device, setting) for graph in bar]
     if fmt == "json":
-        click.echo(json.dumps({"preset": preset, "dims": dims, "device": device, "variants": [
+        click.echo(json.dumps({"preset": preset, "dims": dims, "device": device,
+                               "setting": setting.to_dict(), "variants": [
             {"name": g.graph["name"], "checks": [c.to_dict() for c in cs]}
             for g, cs in zip(graphs, checks)]}, indent=2))
     else:
@@ -298,10 +307,10 @@ def _report_drift(folder, out) -> int:
     return 1 if differing else 0
 
 
-def _run_checks(graph, dims, device):
+def _run_checks(graph, dims, device, memory=None):
     from ..model.check import check
 
-    return check(graph, dims, device=device)
+    return check(graph, dims, device=device, memory=memory)
 
 
 def _exit_code(checks) -> int:
@@ -313,6 +322,8 @@ def _exit_code(checks) -> int:
 
 
 main.add_command(train_command)  # `blockalg train`, from blockalg/cli/train.py
+main.add_command(memory_command)  # `blockalg memory`, from blockalg/cli/memory.py
+main.add_command(inference_command)  # `blockalg inference`, from blockalg/cli/memory.py
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,10 @@ Each :class:`Check` holds a name, the predicted number, the measured one and whe
 * ``paths.generating_function``: the whole built model, traced and collapsed, has exactly the path
   generating function T**L · final of :mod:`blockalg.analysis.paths` (predicted/measured: number of paths);
 * ``numerics.finite`` and ``numerics.init_loss`` (not on meta): a forward/backward on random tokens is
-  finite and the loss at initialisation is within 10% of ln(vocab).
+  finite and the loss at initialisation is within 10% of ln(vocab);
+* with ``memory`` (a :class:`~blockalg.analysis.memory.Setting`), the ``memory.*`` checks of
+  :mod:`blockalg.model.memory`: weights, gradients, optimizer states, buffers, saved activations,
+  the KV cache and the FLOPs of one decode step, on a model built in the setting's dtype.
 
 NB on attention FLOPs: on the meta device SDPA decomposes into ``bmm``s (backward = 2× forward).
 On real CPU tensors torch 2.13 runs ``_scaled_dot_product_flash_attention_for_cpu``, for which
@@ -83,13 +86,20 @@ def _is_fused_attention(op_names) -> bool:
 
 
 def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, device: str = "meta",
-          seed: int = 0, **overrides) -> list[Check]:
-    """Build ``variant`` at ``dims`` on ``device`` and run every check."""
+          seed: int = 0, memory=None, **overrides) -> list[Check]:
+    """Build ``variant`` at ``dims`` on ``device`` and run every check (the memory checks too
+    when ``memory`` gives their setting)."""
     graph, dims = resolve(variant, preset, dims, **overrides)
     model = build_model(graph, dims, device=device, seed=seed)
-    return [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
-            check_structure(graph, model), check_paths(graph, model),
-            *check_numerics(model, dims, device, seed)]
+    checks = [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
+              check_structure(graph, model), check_paths(graph, model),
+              *check_numerics(model, dims, device, seed)]
+    if memory is not None:
+        from .memory import check_memory
+
+        del model  # a second model is built in the memory setting's dtype
+        checks += check_memory(graph, memory, dims, device=device, seed=seed)
+    return checks
 
 
 def check_params(graph, model, dims) -> list[Check]:
@@ -122,11 +132,17 @@ def check_params(graph, model, dims) -> list[Check]:
     return checks
 
 
+def random_batch(dims, device, seed: int = 0):
+    """Token ids and targets, ``batch`` × ``seq_len``, drawn on the CPU and moved to ``device``."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return [torch.randint(0, dims["vocab"], (dims["batch"], dims["seq_len"]), generator=generator).to(device)
+            for _ in range(2)]
+
+
 def check_flops(graph, model, dims, device) -> list[Check]:
     """Forward and backward matmul FLOPs counted by ``FlopCounterMode`` against the graph's."""
-    b, s, vocab = dims["batch"], dims["seq_len"], dims["vocab"]
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    idx, targets = (torch.randint(0, vocab, (b, s), generator=generator).to(device) for _ in range(2))
+    b = dims["batch"]
+    idx, targets = random_batch(dims, device)
     with flop_counter() as forward:
         _, loss = model(idx, targets)
     with flop_counter() as backward:
@@ -206,7 +222,7 @@ def traced_model_graph(model) -> nx.DiGraph:
         return (len(parts) == 1 and name not in ("blocks", "head")
                 or len(parts) == 3 and parts[0] == "blocks" or len(parts) == 2 and parts[0] == "head")
 
-    return collapse_trace(model, is_node, concrete_args={"targets": None})
+    return collapse_trace(model, is_node, concrete_args={"targets": None, "cache": None})
 
 
 def traced_generating_function(model) -> dict:

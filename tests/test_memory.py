@@ -39,16 +39,18 @@ def assert_activations(variant, device, dtype="fp32", policies=POLICIES, **shape
 
 @pytest.mark.parametrize("variant", [v.name for v in catalog()])
 def test_saved_activations_of_every_variant_on_meta(variant):
-    assert_activations(variant, "meta")
+    # (python analyses/memory_check.py runs every policy of every variant, meta, CPU and bf16)
+    assert_activations(variant, "meta", policies=[("eager", "none"), ("flash", "selective"),
+                                                  ("eager", "full")])
 
 
-@pytest.mark.parametrize("variant", ["pre-ln", "llama", "moe", "normformer"])
+@pytest.mark.parametrize("variant", ["pre-ln", "moe"])
 def test_saved_activations_on_cpu_tensors(variant):
     # real routing for the mixture; torch's fused CPU kernel on the flash path
     assert_activations(variant, "cpu", policies=POLICIES[:2] + POLICIES[3:5])
 
 
-@pytest.mark.parametrize("variant", ["pre-ln", "output-ln", "parallel"])
+@pytest.mark.parametrize("variant", ["pre-ln", "output-ln"])
 def test_saved_activations_in_bf16_and_at_batch_one(variant):
     # bf16: norm statistics and the math attention path stay fp32; batch 1 without GQA: the math
     # path's v is a view of the qkv output
@@ -57,8 +59,8 @@ def test_saved_activations_in_bf16_and_at_batch_one(variant):
 
 
 @pytest.mark.parametrize("setting", [Setting(dtype="bf16", optimizer="adamw", recompute="full"),
-                                     Setting(optimizer="sgd", attention="flash"),
-                                     Setting(dtype="fp16", optimizer="none", recompute="selective")])
+                                     Setting(dtype="fp16", optimizer="sgd", recompute="selective",
+                                             attention="flash")])
 def test_every_memory_check_passes_in_other_settings(setting):
     checks = check_memory("llama", setting, preset="tiny", device="meta", **SHAPE)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
@@ -85,7 +87,7 @@ def test_memory_command_equals_what_check_measures_at_gpt2_small():
 
 
 def test_incremental_decoding_reproduces_the_full_forward():
-    for variant in ("pre-ln", "llama", "moe"):
+    for variant in ("pre-ln", "llama"):  # learned positions; rotary and GQA
         model = build_model(variant, preset="tiny", seed=0, n_kv_heads=2)
         idx = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():

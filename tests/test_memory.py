@@ -3,7 +3,6 @@
 decoding, FlopCounterMode over a decode step) and against Hugging Face's caches."""
 
 import json
-import warnings
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from click.testing import CliRunner
 from blockalg.analysis.memory import Setting, inference_expressions, memory_expressions, values_at
 from blockalg.cli import main
 from blockalg.graphs.expr import evaluate
-from blockalg.graphs.hf import from_hf_config
 from blockalg.graphs.resolve import resolve
 from blockalg.graphs.variants import catalog
 from blockalg.model.build import build_model
@@ -99,41 +97,62 @@ def test_incremental_decoding_reproduces_the_full_forward():
         assert cache.length == 12
 
 
-transformers = pytest.importorskip("transformers")
-BASE = dict(vocab_size=96, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-            intermediate_size=80, max_position_embeddings=32)
-HF = {  # as in tests/test_hf.py; mistral's window (8) keeps window − 1 tokens: prefill 7 at most
-    "gpt2": lambda: transformers.GPT2Config(vocab_size=96, n_embd=64, n_head=4, n_layer=2,
-                                            n_positions=32, n_inner=80),
-    "llama": lambda: transformers.LlamaConfig(**BASE, num_key_value_heads=2),
-    "mistral": lambda: transformers.MistralConfig(**BASE, num_key_value_heads=2, sliding_window=8),
-    "qwen2": lambda: transformers.Qwen2Config(**BASE, num_key_value_heads=2, tie_word_embeddings=False),
-    "gemma2": lambda: transformers.Gemma2Config(**BASE, num_key_value_heads=2, head_dim=24),
-}
+def run(*args):
+    return CliRunner().invoke(main, list(args))
 
 
-def hf_cache_bytes(config, batch, tokens, dtype=torch.float32):
-    """Bytes of the keys and values in a transformers model's cache after a prefill (meta)."""
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
-        with torch.no_grad():
-            cache = model(torch.zeros(batch, tokens, dtype=torch.long), use_cache=True).past_key_values
-    return sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values))
+def test_memory_and_inference_commands():
+    data = json.loads(run("memory", "pre-ln", "llama", "--preset", "tiny", "--batch", "4", "--seq-len",
+                          "32", "--dtype", "bf16", "--recompute", "selective", "--attention", "flash",
+                          "--data-parallel", "4", "--zero", "3", "--hardware", "h100-sxm",
+                          "--format", "json").output)
+    pre = data["variants"][0]
+    assert data["dims"]["batch"] == 4 and data["setting"]["zero"] == 3
+    assert set(pre["memory"]) >= {"weights", "gradients", "optimizer", "activations", "kv_cache",
+                                  "peak_training"}
+    assert all(isinstance(v, int) for v in pre["memory"].values())
+    # ZeRO-3 over 4 ranks: every state a quarter (rounded up) of the single-rank figure
+    single = json.loads(run("memory", "pre-ln", "--preset", "tiny", "--dtype", "bf16",
+                            "--format", "json").output)["variants"][0]["memory"]
+    assert pre["memory"]["weights"] == -(-single["weights"] // 4)
+    assert pre["memory"]["optimizer"] == -(-single["optimizer"] // 4)
+    assert pre["roofline"]["fits"] is True and "memory.activations" in pre["expressions"]
+    inference = json.loads(run("inference", "llama", "--preset", "tiny", "--context", "48",
+                               "--hardware", "a100-80gb", "--format", "json").output)
+    figures = inference["variants"][0]["inference"]
+    assert inference["position"] == 47 and figures["kv_cache"] == 2 * 2 * 64 * 48 * 2
+    assert figures["arithmetic_intensity"] > 0 and inference["variants"][0]["roofline"]["decode_tokens_per_s"] > 0
+    for fmt in ("table", "markdown", "latex", "csv"):
+        assert run("memory", "moe", "--preset", "tiny", "--hardware", "l4", "--format", fmt).exit_code == 0
+        assert run("inference", "moe", "--preset", "tiny", "--format", fmt).exit_code == 0
 
 
-@pytest.mark.parametrize("name", list(HF))
-def test_kv_cache_equals_transformers(name):
-    m = from_hf_config(HF[name](), seq_len=7, batch=3)
-    kv = values_at(inference_expressions(m.graph, Setting(dtype="fp32")), m.dims)["kv_cache"]
-    assert kv == hf_cache_bytes(HF[name](), 3, 7)
+def test_check_measures_in_the_memory_setting():
+    result = run("check", "pre-ln", "--preset", "tiny", "--dtype", "bf16", "--recompute", "full",
+                 "--format", "json")
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.output)["variants"][0]["checks"]}
+    assert checks["memory.activations"]["ok"] and "bf16" in checks["memory.activations"]["detail"]
 
 
-def test_llama_2_7b_kv_cache_at_4096_tokens():
-    config = transformers.LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                      num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
-                                      max_position_embeddings=4096)
-    m = from_hf_config(config, seq_len=4096, batch=1)
-    kv = values_at(inference_expressions(m.graph, Setting(dtype="bf16")), m.dims)["kv_cache"]
-    assert kv == 2 * 32 * 32 * 128 * 4096 * 2 == 2_147_483_648
-    assert kv == hf_cache_bytes(config, 1, 4096, torch.bfloat16)
+def test_hardware_specs_and_bad_input(tmp_path):
+    spec = tmp_path / "gpu.json"
+    spec.write_text(json.dumps({"name": "my-gpu", "peak_flops_bf16": 1e14, "peak_flops_fp32": 1e13,
+                                "memory_bandwidth": 1e12, "memory_capacity": 2**34}))
+    data = json.loads(run("inference", "pre-ln", "--preset", "tiny", "--hardware-spec", str(spec),
+                          "--format", "json").output)
+    assert data["hardware"]["name"] == "my-gpu" and data["variants"][0]["roofline"]["fits"] is True
+    bad = [({"name": "x"}, "missing 'peak_flops_bf16'"),
+           ({"name": "x", "peak_flops_bf16": -1, "peak_flops_fp32": 1, "memory_bandwidth": 1,
+             "memory_capacity": 1}, "'peak_flops_bf16' must be a positive number"),
+           ([], "no hardware")]
+    for content, message in bad:
+        spec.write_text(json.dumps(content))
+        result = run("memory", "pre-ln", "--hardware-spec", str(spec))
+        assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
+    spec.write_text("{")
+    assert "not valid JSON" in run("memory", "pre-ln", "--hardware-spec", str(spec)).output
+    result = run("memory", "pre-ln", "--hardware", "tpu-v9")
+    assert result.exit_code == 2 and "unknown hardware 'tpu-v9'" in result.output
+    result = run("inference", "pre-ln", "--context", "5000")
+    assert result.exit_code == 2 and "exceeds the context" in result.output

@@ -179,7 +179,7 @@ def training_roofline(memory: dict, hw: Hardware, dtype: str) -> dict:
     ``step_flops`` at the peak, or every state and saved activation read once at the bandwidth."""
     moved = sum(memory[k] for k in ("weights", "gradients", "optimizer", "activations"))
     seconds = time_bound(memory["step_flops"], moved, hw, dtype)
-    return {"hardware": hw.name, "fits": memory["peak_training"] <= hw.capacity,
+    return {"hardware": hw.name, "fits": bool(memory["peak_training"] <= hw.capacity),
             "capacity": _plain(hw.capacity), "step_time_s": float(seconds),
             "bound": bound_kind(memory["step_flops"], moved, hw, dtype)}
 
@@ -191,7 +191,7 @@ def inference_roofline(inference: dict, batch: int, hw: Hardware, dtype: str) ->
     prefill = time_bound(inference["prefill_flops"], inference["weights"] + inference["kv_cache"], hw, dtype)
     decode = time_bound(inference["decode_flops_per_token"], inference["decode_bytes_per_token"], hw, dtype)
     return {"hardware": hw.name,
-            "fits": inference["weights"] + inference["kv_cache"] <= hw.capacity,
+            "fits": bool(inference["weights"] + inference["kv_cache"] <= hw.capacity),
             "capacity": _plain(hw.capacity), "prefill_time_s": float(prefill),
             "decode_time_s": float(decode), "decode_tokens_per_s": float(batch / decode),
             "decode_bound": bound_kind(inference["decode_flops_per_token"],

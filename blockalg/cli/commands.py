@@ -98,11 +98,12 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
     Counts are whole-model figures; FLOPs are per sequence of seq_len tokens at batch 1, with the
     unembedding matmul. Exits 1 when --check finds a mismatch.
     """
-    from ..analysis.analyze import compare, quantity_keys
+    from ..analysis.analyze import MEMORY_KEYS, compare, quantity_keys
 
     graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
     comparison = compare(graphs, preset=label, dims=dims)
-    results = comparison.analyses
+    results = [r.add_memory() for r in comparison.analyses]
+    keys = quantity_keys() + [f"memory.{key}" for key in MEMORY_KEYS]
     checks = [_run_checks(r.graph, dims, device) for r in results] if run_checks else None
     if fmt == "json":
         data = comparison.to_dict()
@@ -110,10 +111,10 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
             entry["checks"] = [c.to_dict() for c in variant_checks]
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(comparison_table(results, quantity_keys(), checks).render(fmt))
+        click.echo(comparison_table(results, keys, checks).render(fmt))
         if symbolic:
             click.echo()
-            click.echo(closed_form_table(results, quantity_keys(), fmt).render(fmt))
+            click.echo(closed_form_table(results, keys, fmt).render(fmt))
     return _exit_code(checks)
 
 

@@ -396,6 +396,12 @@ class DyTOp(_Norm):
     def other_per_element(self, attrs):
         return DYT_FLOPS
 
+    def saves_input(self, attrs, reduced=False):
+        return True  # α·x keeps x for α's gradient
+
+    def saved_at(self, rows, width, attrs, reduced):
+        return {ACT: rows * width}  # tanh's result, kept by tanh and by γ's product
+
 
 # ---------------------------------------------------------------------------------------------
 # Sublayers.

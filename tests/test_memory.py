@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
+from support import GPT2_SMALL_PARAMS, run
 
 from blockalg.analysis.memory import Setting, inference_expressions, memory_expressions, values_at
-from blockalg.cli import main
 from blockalg.graphs.expr import evaluate
 from blockalg.graphs.resolve import resolve
 from blockalg.graphs.variants import catalog
@@ -67,8 +66,7 @@ def test_every_memory_check_passes_in_other_settings(setting):
 
 
 def test_memory_command_equals_what_check_measures_at_gpt2_small():
-    args = ["--preset", "gpt2-small", "--format", "json"]
-    memory = json.loads(CliRunner().invoke(main, ["memory", "pre-ln", *args]).output)
+    memory = json.loads(run("memory", "pre-ln", "--preset", "gpt2-small", "--format", "json").output)
     figures = memory["variants"][0]["memory"]
     assert memory["setting"] == {"dtype": "fp32", "optimizer": "adamw", "recompute": "none",
                                  "attention": "eager", "data_parallel": 1, "zero": 0}
@@ -76,10 +74,11 @@ def test_memory_command_equals_what_check_measures_at_gpt2_small():
     for key, value in figures.items():
         if key != "recompute_flops":  # inside step_flops
             assert measured[f"memory.{key}"] == value, key
-    # 124,439,808 parameters: 4 bytes each for weights and gradients; AdamW: two fp32 moments
-    # and a 4-byte step count for each of the 148 parameter tensors
-    assert figures["weights"] == figures["gradients"] == 4 * 124_439_808
-    assert figures["optimizer"] == 8 * 124_439_808 + 4 * 148
+    # 4 bytes per parameter for weights and gradients; AdamW: two fp32 moments and a 4-byte step
+    # count for each of the 148 parameter tensors
+    params = GPT2_SMALL_PARAMS["pre-ln"]
+    assert figures["weights"] == figures["gradients"] == 4 * params
+    assert figures["optimizer"] == 8 * params + 4 * 148
     # 12 layers · 2 (k, v) · 768 · 1024 tokens · 4 bytes
     assert figures["kv_cache"] == 12 * 2 * 768 * 1024 * 4
 
@@ -95,10 +94,6 @@ def test_incremental_decoding_reproduces_the_full_forward():
                                                        for t in range(5, 12)]
         assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-5, variant
         assert cache.length == 12
-
-
-def run(*args):
-    return CliRunner().invoke(main, list(args))
 
 
 def test_memory_and_inference_commands():

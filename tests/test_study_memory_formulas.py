@@ -1,13 +1,10 @@
 """The memory_formulas study: published memory formulas against blockalg's exact figures."""
 
 import json
-import sys
-from pathlib import Path
+
+import memory_formulas  # noqa: E402 (analyses/ is on the path: conftest)
 
 from blockalg.output.report import reports_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))
-import memory_formulas  # noqa: E402
 
 
 def test_quick_build_against_numbers_worked_by_hand():

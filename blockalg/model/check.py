@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
 
 import networkx as nx
 import torch
@@ -43,42 +42,9 @@ from ..graphs.ops import COMPONENTS, get_op, op_names
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
 from .build import Block, build_model
+from .measure import Check, flop_counter, random_batch  # noqa: F401 (re-exported)
 
-aten = torch.ops.aten
 INIT_LOSS_TOLERANCE = 0.1  # relative to ln(vocab)
-
-
-@dataclass
-class Check:
-    """One comparison of a predicted with a measured number."""
-
-    name: str
-    predicted: int | float
-    measured: int | float
-    ok: bool
-    detail: str = ""
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "detail" or v}
-
-
-def flop_counter():
-    """A ``FlopCounterMode`` that also counts torch's fused CPU attention kernel and its backward."""
-    from torch.utils.flop_counter import (
-        FlopCounterMode,
-        sdpa_backward_flop_count,
-        sdpa_flop_count,
-    )
-
-    def forward(query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_flop_count(query, key, value)
-
-    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_backward_flop_count(grad_out, query, key, value)
-
-    return FlopCounterMode(display=False, custom_mapping={
-        aten._scaled_dot_product_flash_attention_for_cpu: forward,
-        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward})
 
 
 def _is_fused_attention(op_names) -> bool:
@@ -130,13 +96,6 @@ def check_params(graph, model, dims) -> list[Check]:
     checks.append(Check("params.leaves", n_leaves, matching, matching == n_leaves and not wrong,
                         f"unexpected: {', '.join(wrong[:5])}" if wrong else ""))
     return checks
-
-
-def random_batch(dims, device, seed: int = 0):
-    """Token ids and targets, ``batch`` × ``seq_len``, drawn on the CPU and moved to ``device``."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    return [torch.randint(0, dims["vocab"], (dims["batch"], dims["seq_len"]), generator=generator).to(device)
-            for _ in range(2)]
 
 
 def check_flops(graph, model, dims, device) -> list[Check]:

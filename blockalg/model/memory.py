@@ -32,7 +32,7 @@ from ..graphs.expr import evaluate
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
 from .build import build_model
-from .check import Check, flop_counter, random_batch
+from .measure import Check, flop_counter, random_batch
 from .modules import CausalSelfAttention, KVCache, attention_path
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

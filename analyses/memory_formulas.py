@@ -26,10 +26,8 @@ from blockalg.graphs.hf import from_hf_config
 from blockalg.graphs.presets import resolve_dims
 from blockalg.graphs.symbols import (
     batch,
-    d_head,
     d_model,
     n_heads,
-    n_kv_heads,
     n_layers,
     relations_holding_at,
     seq_len,
@@ -43,7 +41,6 @@ PRESET_NAMES = ("gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt3-175b
 QUICK_PRESETS = ("gpt2-small", "gpt3-175b")
 TORCHINFO = Path(__file__).resolve().parent / "data" / "torchinfo_memory.json"
 BF16 = Setting(dtype="bf16")
-P = sp.Symbol("P", positive=True)  # a parameter count inside a published formula
 
 #: Korthikanti et al. 2022, 'Reducing Activation Recomputation in Large Transformer Models',
 #: Sections 4.1-4.3: activation bytes per layer with 16-bit activations and dropout.

@@ -8,7 +8,7 @@ import pytest
 import torch
 from support import GPT2_SMALL_PARAMS, run
 
-from blockalg.analysis.memory import Setting, inference_expressions, memory_expressions, values_at
+from blockalg.analysis.memory import Setting, memory_expressions
 from blockalg.graphs.expr import evaluate
 from blockalg.graphs.resolve import resolve
 from blockalg.graphs.variants import catalog

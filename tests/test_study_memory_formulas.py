@@ -2,7 +2,7 @@
 
 import json
 
-import memory_formulas  # noqa: E402 (analyses/ is on the path: conftest)
+import memory_formulas  # analyses/ is on the path (conftest)
 
 from blockalg.output.report import reports_dir
 

@@ -511,11 +511,9 @@ class AttentionOp(OpKind):
             parts.append({ACT: q + 2 * kv})  # the qkv projection's output
         if keeps_qkv and (norms or attrs["rotary"]):
             parts.append({ACT: q + kv})  # the new q and k
-        if selective:
-            pass
-        elif fused:
+        if fused and not selective:
             parts.append({F32: batch * n_heads * seq_len})  # log-sum-exp
-        else:
+        elif not selective:
             parts.append({F32: 2 * q + batch * n_heads * seq_len**2})  # q, k scaled; probabilities
             parts.append({F32: q} if reduced else self._math_v(q, kv, qkv_kept))
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blockalg.output.report import study_main  # noqa: E402
 
-STUDIES = ("pre_vs_post_ln", "ffn_claims", "flop_formulas", "warmup")  # warmup: ~3 min of training
+STUDIES = ("pre_vs_post_ln", "ffn_claims", "flop_formulas", "memory_formulas", "warmup")  # warmup: ~3 min of training
 
 
 def main(argv=None) -> int:

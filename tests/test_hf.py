@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from blockalg import BlockalgError, analyze
+from blockalg.analysis.memory import Setting, inference_expressions, values_at
 from blockalg.cli import main
 from blockalg.graphs.hf import from_hf_config, supported_model_types
 from blockalg.model.check import check, flop_counter
@@ -106,3 +107,35 @@ def test_unsupported_and_unmodelled_configs_are_refused():
         from_hf_config({"model_type": "bert"})
     with pytest.raises(BlockalgError, match="project_in/project_out"):
         from_hf_config(transformers.OPTConfig(**{**OPT, "word_embed_proj_dim": 32}))
+
+
+#: mistral's window (8) keeps window − 1 tokens in HF's cache, so prefills stay at 7 tokens
+#: (blockalg does not model sliding windows); gemma2's window (4096) does not bind.
+KV_CONFIGS = ["gpt2", "llama", "mistral", "qwen2", "gemma2"]
+
+
+def hf_cache_bytes(config, batch, tokens, dtype=torch.float32):
+    """Bytes of the keys and values in a transformers model's cache after a prefill (meta)."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+        with torch.no_grad():
+            cache = model(torch.zeros(batch, tokens, dtype=torch.long), use_cache=True).past_key_values
+    return sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values))
+
+
+@pytest.mark.parametrize("name", KV_CONFIGS)
+def test_kv_cache_equals_transformers(name):
+    m = from_hf_config(CONFIGS[name](), seq_len=7, batch=3)
+    kv = values_at(inference_expressions(m.graph, Setting(dtype="fp32")), m.dims)["kv_cache"]
+    assert kv == hf_cache_bytes(CONFIGS[name](), 3, 7)
+
+
+def test_llama_2_7b_kv_cache_at_4096_tokens():
+    config = transformers.LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                      num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
+                                      max_position_embeddings=4096)
+    m = from_hf_config(config, seq_len=4096, batch=1)
+    kv = values_at(inference_expressions(m.graph, Setting(dtype="bf16")), m.dims)["kv_cache"]
+    assert kv == 2 * 32 * 32 * 128 * 4096 * 2 == 2_147_483_648
+    assert kv == hf_cache_bytes(config, 1, 4096, torch.bfloat16)

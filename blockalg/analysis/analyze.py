@@ -24,6 +24,8 @@ from .params import param_counts
 from .paths import PATH_KEYS, PathStats, path_stats
 
 PARAM_KEYS = ("total", "active", "per_block", *COMPONENTS)
+#: The memory figures ``compare`` shows (:meth:`Analysis.add_memory`), bytes at its default setting.
+MEMORY_KEYS = ("weights", "gradients", "optimizer", "activations", "peak_training", "kv_cache")
 FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal")
 
 
@@ -61,9 +63,23 @@ class Analysis:
         expr = self.expressions[key].subs(relations_holding_at(self.dims))
         return sp.collect(sp.expand(expr), n_layers)
 
+    def add_memory(self, setting=None) -> "Analysis":
+        """Add the ``memory.*`` figures of :data:`MEMORY_KEYS` (bytes, :mod:`blockalg.analysis.memory`;
+        default: fp32, AdamW, no recomputation, eager attention) to the expressions and values."""
+        from .memory import Setting, memory_expressions
+
+        exprs = memory_expressions(self.graph, setting or Setting())
+        for key in MEMORY_KEYS:
+            self.expressions[f"memory.{key}"] = exprs[key]
+            self.values[f"memory.{key}"] = evaluate(exprs[key], self.dims, f"memory.{key}")
+        return self
+
     def to_dict(self) -> dict:
-        """The JSON shape of ``blockalg compare``: params, flops and expressions of one variant."""
+        """The JSON shape of ``blockalg compare``: params, flops (memory after
+        :meth:`add_memory`) and expressions of one variant."""
         nested = {"name": self.name, "params": {}, "flops": {}}
+        if any(key.startswith("memory.") for key in self.values):
+            nested["memory"] = {}
         for key, value in self.values.items():
             group, name = key.split(".", 1)
             if group in nested:

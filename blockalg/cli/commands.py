@@ -37,6 +37,7 @@ from .options import (
     resolve_inputs,
     run_command,
     set_option,
+    training_options,
 )
 
 
@@ -58,8 +59,10 @@ class _Group(click.Group):
 
 
 #: Commands in their own module, with the module (relative to this package) and the attribute:
-#: ``blockalg train`` (:mod:`blockalg.cli.train`) needs the training code's option choices.
-LAZY_COMMANDS = {"train": (".train", "train_command")}
+#: ``blockalg train`` (:mod:`blockalg.cli.train`) needs the training code's option choices;
+#: ``memory`` and ``inference`` live in :mod:`blockalg.cli.memory`.
+LAZY_COMMANDS = {"train": (".train", "train_command"), "memory": (".memory", "memory_command"),
+                 "inference": (".memory", "inference_command")}
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -118,11 +121,12 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
     Counts are whole-model figures; FLOPs are per sequence of seq_len tokens at batch 1, with the
     unembedding matmul. Exits 1 when --check finds a mismatch.
     """
-    from ..analysis.analyze import compare, quantity_keys
+    from ..analysis.analyze import MEMORY_KEYS, compare, quantity_keys
 
     graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
     comparison = compare(graphs, preset=label, dims=dims)
-    results = comparison.analyses
+    results = [r.add_memory() for r in comparison.analyses]
+    keys = quantity_keys() + [f"memory.{key}" for key in MEMORY_KEYS]
     checks = [_run_checks(r.graph, dims, device) for r in results] if run_checks else None
     if fmt == "json":
         data = comparison.to_dict()
@@ -130,10 +134,10 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
             entry["checks"] = [c.to_dict() for c in variant_checks]
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(comparison_table(results, quantity_keys(), checks).render(fmt))
+        click.echo(comparison_table(results, keys, checks).render(fmt))
         if symbolic:
             click.echo()
-            click.echo(closed_form_table(results, quantity_keys(), fmt).render(fmt))
+            click.echo(closed_form_table(results, keys, fmt).render(fmt))
     return _exit_code(checks)
 
 
@@ -141,18 +145,25 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
 @click.argument("variants", nargs=-1)
 @dims_options
 @device_option
+@training_options
 @format_option(*TABLE_FORMATS, "json")
 @accepts_modules
-def check_command(variants, preset, assignments, hf_config, device, fmt):
+def check_command(variants, preset, assignments, hf_config, device, dtype, optimizer, recompute,
+                  attention, fmt):
     """Build each of VARIANTS as a torch model and check every number against the prediction.
 
-    Prints predicted, measured and pass/fail per check; exits 1 if any check fails.
+    Prints predicted, measured and pass/fail per check; exits 1 if any check fails. The memory
+    checks build the model in --dtype and measure one step as `blockalg memory` describes it.
     """
+    from ..analysis.memory import Setting
+
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
+    setting = Setting(dtype=dtype, optimizer=optimizer, recompute=recompute, attention=attention)
     with progress(graphs, "checking") as bar:
-        checks = [_run_checks(graph, dims, device) for graph in bar]
+        checks = [_run_checks(graph, dims, device, setting) for graph in bar]
     if fmt == "json":
-        click.echo(json.dumps({"preset": preset, "dims": dims, "device": device, "variants": [
+        click.echo(json.dumps({"preset": preset, "dims": dims, "device": device,
+                               "setting": setting.to_dict(), "variants": [
             {"name": g.graph["name"], "checks": [c.to_dict() for c in cs]}
             for g, cs in zip(graphs, checks)]}, indent=2))
     else:
@@ -324,10 +335,10 @@ def _report_drift(folder, out) -> int:
     return 1 if differing else 0
 
 
-def _run_checks(graph, dims, device):
+def _run_checks(graph, dims, device, memory=None):
     from ..model.check import check
 
-    return check(graph, dims, device=device)
+    return check(graph, dims, device=device, memory=memory)
 
 
 def _exit_code(checks) -> int:

@@ -167,3 +167,51 @@ def progress(items, label: str):
     return click.progressbar(items, label=label, file=sys.stderr,
                              item_show_func=lambda item: "" if item is None else
                              item.graph.get("name", "") if hasattr(item, "graph") else str(item))
+
+
+def training_options(command):
+    """``--dtype``, ``--optimizer``, ``--recompute``, ``--attention``: how a training step runs
+    (shared by ``blockalg memory`` and ``blockalg check``, so that both describe the same step)."""
+    from ..analysis.memory import ATTENTION, DTYPE_BYTES, OPTIMIZERS, RECOMPUTE
+
+    options = [
+        click.option("--dtype", type=click.Choice(list(DTYPE_BYTES)), default="fp32", show_default=True,
+                     help="fp32, or bf16/fp16 mixed precision (fp32 master weights and moments)."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw", show_default=True,
+                     help="adamw: two moments; sgd: momentum; none: no optimizer state."),
+        click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True,
+                     help="Activation recomputation: selective recomputes the attention core, "
+                          "full checkpoints every block."),
+        click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True,
+                     help="eager: the math path (keeps the s×s probabilities); flash: a fused kernel."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def hardware_options(command):
+    """``--hardware NAME`` and ``--hardware-spec FILE`` (a JSON file adding hardware)."""
+    from ..analysis.hardware import hardware_names
+
+    command = click.option("--hardware-spec", type=click.Path(dir_okay=False),
+                           help="A JSON file describing hardware: name, peak_flops_bf16, "
+                                "peak_flops_fp32, memory_bandwidth, memory_capacity.")(command)
+    return click.option("--hardware", metavar="NAME",
+                        help=f"Roofline bounds on this hardware ({', '.join(hardware_names())}, "
+                             "or a name from --hardware-spec).")(command)
+
+
+def resolve_hardware(name, spec):
+    """The named hardware (None when no name is given), from the spec file or the table."""
+    from ..analysis.hardware import get_hardware, load_hardware_spec
+
+    extra = load_hardware_spec(spec) if spec else {}
+    if name is None:
+        if len(extra) == 1:
+            return next(iter(extra.values()))
+        if extra:
+            raise BlockalgError(f"--hardware-spec {spec} describes {len(extra)} devices: "
+                                f"pick one with --hardware")
+        return None
+    return get_hardware(name, extra)

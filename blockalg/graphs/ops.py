@@ -7,6 +7,9 @@ Each entry states, in one place, what every stage needs from a node of that kind
 * ``component``: where its parameters are booked (attention / ffn / norm / embedding);
 * ``params``: parameter count per leaf tensor, named as the torch module names them;
 * ``forward_matmul`` / ``backward_matmul`` / ``forward_other``: FLOPs for one sequence;
+* ``saves_input`` / ``saves_output`` / ``saved_activations``: what backward keeps, as the torch
+  half computes it; ``buffers``, ``kv_cache``, ``decode_matmul``, ``decode_reads``: the other
+  memory and inference figures (conventions below);
 * the torch half lives in :mod:`blockalg.model.modules`: a module class registered for the
   op's name with ``@torch_module(name)``; the two halves meet by name only.
 
@@ -23,6 +26,16 @@ Conventions (NB: these are the ones ``torch.utils.flop_counter.FlopCounterMode``
 * "other" FLOPs use the per-element costs below. Per-row scalars (a mean's division, an rsqrt) are
   not counted. Embedding lookups are gathers: 0 FLOPs.
 
+Memory conventions: elements are counted for one training step of ``batch`` sequences of
+``seq_len`` tokens (a few saved tensors, such as rotary tables and position indices, do not grow
+with the batch), per *storage* (a view of a kept tensor costs nothing more; a kept view keeps
+its whole storage), keyed by storage class: :data:`ACT` (the model's dtype), :data:`F32` (fp32
+whatever the model's dtype: norm statistics, attention's log-sum-exp, the math attention path,
+which upcasts bf16/fp16 to fp32) and :data:`I64` (indices). What is kept was measured on the
+built model with ``torch.autograd.graph.saved_tensors_hooks`` (parameters and buffers
+excluded); an op's input and output are booked by :mod:`blockalg.analysis.memory`, which
+counts a tensor kept by several consumers once.
+
 >>> from blockalg.graphs.ops import get_op
 >>> from blockalg.graphs.symbols import d_model
 >>> op = get_op("layernorm")
@@ -38,6 +51,7 @@ import sympy as sp
 
 from ..errors import BlockalgError
 from .symbols import (
+    batch,
     d_ff,
     d_head,
     d_model,
@@ -45,6 +59,7 @@ from .symbols import (
     n_experts,
     n_heads,
     n_kv_heads,
+    position,
     seq_len,
     top_k,
     vocab,
@@ -67,6 +82,28 @@ ACTIVATION_FLOPS = {"relu": 1, "gelu": 8, "silu": 4}  # gelu: tanh form; silu: x
 ACTIVATIONS = tuple(ACTIVATION_FLOPS)  # the activations an FFN may use
 ROTARY_FLOPS = 3  # x·cos + rotate(x)·sin, per rotated element of q and k
 DYT_FLOPS = 4  # α·x, tanh, the gain, the bias
+
+# Storage classes of saved tensors: the model's dtype, fp32 whatever it is, int64 indices.
+ACT, F32, I64 = "act", "f32", "i64"
+STORAGE_CLASSES = (ACT, F32, I64)
+# Attention paths: the math path (s×s probabilities kept) and a fused kernel (output and
+# log-sum-exp kept; torch's CPU flash kernel here).
+EAGER, FLASH = "eager", "flash"
+ATTENTION_PATHS = (EAGER, FLASH)
+ROWS = batch * seq_len  # token positions in one step
+
+
+def merge(*parts: Mapping) -> dict[str, sp.Expr]:
+    """Sum element counts per storage class, dropping zeros.
+
+    >>> merge({ACT: 2}, {ACT: 3, I64: 1}, {F32: 0})
+    {'act': 5, 'i64': 1}
+    """
+    total: dict[str, sp.Expr] = {}
+    for part in parts:
+        for key, count in part.items():
+            total[key] = total.get(key, sp.Integer(0)) + count
+    return {key: sp.sympify(count) for key, count in total.items() if count != 0}
 
 
 def matmul_flops(m, k, n) -> sp.Expr:
@@ -126,6 +163,38 @@ class OpKind:
     def forward_other(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
         """Non-matmul FLOPs of one forward pass (norms, softmax, activations, adds, biases)."""
         return sp.Integer(0)
+
+    def saves_input(self, attrs: Mapping, reduced: bool = False) -> bool:
+        """Whether backward keeps the op's input tensor itself (``reduced``: the model runs in
+        bf16/fp16)."""
+        return False
+
+    def saves_output(self, attrs: Mapping, reduced: bool = False) -> bool:
+        """Whether backward keeps the op's output tensor itself (ReLU keeps its result)."""
+        return False
+
+    def saved_activations(self, attrs: Mapping, n_inputs: int, attention_path: str = EAGER, *,
+                          reduced: bool = False, selective: bool = False) -> dict[str, sp.Expr]:
+        """Elements of the tensors the op creates inside itself and keeps for backward, per
+        storage class, for one step (see the module's memory conventions). ``selective``: the
+        attention core is recomputed in backward (Korthikanti et al. 2022)."""
+        return {}
+
+    def buffers(self, attrs: Mapping) -> sp.Expr:
+        """Elements of the op's buffers (state that is not a parameter), in the model's dtype."""
+        return sp.Integer(0)
+
+    def kv_cache(self, attrs: Mapping) -> sp.Expr:
+        """Elements cached per token of one sequence for incremental decoding."""
+        return sp.Integer(0)
+
+    def decode_matmul(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
+        """Matmul FLOPs of decoding one token at ``position`` with the cache (one sequence)."""
+        return self.forward_matmul(attrs, n_inputs).subs(seq_len, 1)
+
+    def decode_reads(self, attrs: Mapping) -> sp.Expr:
+        """Parameter elements one decoding step of ``batch`` sequences reads."""
+        return self.active_params(attrs)
 
 
     def with_defaults(self, attrs: Mapping) -> dict:
@@ -218,6 +287,12 @@ class Scale(OpKind):
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model
 
+    def saves_input(self, attrs, reduced=False):
+        return attrs["learnable"] is not None  # x · weight keeps x for the weight's gradient
+
+    def buffers(self, attrs):
+        return sp.Integer(0) if attrs["learnable"] else sp.Integer(1)  # the constant, a 0-d tensor
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,11 +320,19 @@ class _Norm(OpKind):
         """Non-matmul FLOPs per normalised element."""
         raise NotImplementedError
 
+    def saved_at(self, rows, width, attrs, reduced: bool) -> dict[str, sp.Expr]:
+        """What the norm keeps inside itself over ``rows`` × ``width`` elements."""
+        raise NotImplementedError
+
     def params(self, attrs):
         return self.params_at(WIDTHS[attrs["width"]], attrs)
 
     def forward_other(self, attrs, n_inputs):
         return self.other_per_element(attrs) * seq_len * WIDTHS[attrs["width"]]
+
+    def saved_activations(self, attrs, n_inputs, attention_path=EAGER, *, reduced=False,
+                          selective=False):
+        return self.saved_at(ROWS, WIDTHS[attrs["width"]], attrs, reduced)
 
 
 @register
@@ -266,6 +349,14 @@ class LayerNormOp(_Norm):
     def other_per_element(self, attrs):
         return LAYERNORM_FLOPS + AFFINE_GAIN_FLOPS + (1 if attrs["bias"] else 0)
 
+    def saves_input(self, attrs, reduced=False):
+        return True
+
+    def saved_at(self, rows, width, attrs, reduced):
+        # NB: mean and rstd are fp32 for bf16/fp16 inputs on CUDA and meta; torch's CPU kernel
+        # keeps them in the input's dtype (2·rows·2 bytes fewer per norm there).
+        return {F32: 2 * rows}
+
 
 @register
 class RMSNormOp(_Norm):
@@ -279,6 +370,15 @@ class RMSNormOp(_Norm):
 
     def other_per_element(self, attrs):
         return RMSNORM_FLOPS + AFFINE_GAIN_FLOPS
+
+    def saves_input(self, attrs, reduced=False):
+        return not reduced  # below fp32 it keeps an fp32 copy instead
+
+    def saved_at(self, rows, width, attrs, reduced):
+        # torch's rms_norm: rstd, and x·rstd (kept by the gain's product); computed in fp32
+        if reduced:
+            return {F32: 2 * rows * width + rows}  # fp32 copy of x, x·rstd, rstd
+        return {ACT: rows * width, F32: rows}
 
 
 @register
@@ -295,6 +395,12 @@ class DyTOp(_Norm):
 
     def other_per_element(self, attrs):
         return DYT_FLOPS
+
+    def saves_input(self, attrs, reduced=False):
+        return True  # α·x keeps x for α's gradient
+
+    def saved_at(self, rows, width, attrs, reduced):
+        return {ACT: rows * width}  # tanh's result, kept by tanh and by γ's product
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,6 +480,63 @@ class AttentionOp(OpKind):
         head_scale = seq_len * n_heads * d_head if attrs["head_scale"] else 0
         return (SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + biases + qk_norm + rotary + head_scale
 
+    def core_matmul(self, attrs) -> sp.Expr:
+        """Matmul FLOPs of the attention core (scores and weighted sum): what selective
+        recomputation repeats in backward."""
+        return self._scores_and_mix(seq_len**2)
+
+    def saves_input(self, attrs, reduced=False):
+        return True  # the qkv projection keeps x
+
+    def saved_activations(self, attrs, n_inputs, attention_path=EAGER, *, reduced=False,
+                          selective=False):
+        """As the torch module computes it: q, k and v are views of the qkv projection's output
+        unless a qk-norm or rotary makes new q and k; v stays a view, so whatever keeps v keeps
+        the whole projection. A fused kernel, or the checkpoint of selective recomputation, keeps
+        q, k, v; the fused kernel also its output, written (b, s, h, d_head)-contiguous so that
+        proj's input is a view of it, and the log-sum-exp. The math path keeps q and k scaled,
+        v copied (k and v repeated to n_heads under GQA) and the s×s probabilities, in fp32, and
+        its (b, h, s, d_head) output is copied for proj."""
+        q = ROWS * n_heads * d_head
+        kv = ROWS * n_kv_heads * d_head
+        norms = self._qk_norms(attrs)
+        fused = attention_path == FLASH
+        keeps_qkv = fused or selective
+        parts = [norm.saved_at(ROWS, width, norm_attrs, reduced) for _, norm, norm_attrs, width in norms]
+        if attrs["rotary"]:
+            parts.append({ACT: 4 * seq_len * d_head})  # cos and sin, made for q and again for k
+        qkv_kept = keeps_qkv or any(norm.saves_input(norm_attrs, reduced)
+                                    for _, norm, norm_attrs, _ in norms)
+        if qkv_kept:
+            parts.append({ACT: q + 2 * kv})  # the qkv projection's output
+        if keeps_qkv and (norms or attrs["rotary"]):
+            parts.append({ACT: q + kv})  # the new q and k
+        if fused and not selective:
+            parts.append({F32: batch * n_heads * seq_len})  # log-sum-exp
+        elif not selective:
+            parts.append({F32: 2 * q + batch * n_heads * seq_len**2})  # q, k scaled; probabilities
+            parts.append({F32: q} if reduced else self._math_v(q, kv, qkv_kept))
+
+        # the core's output (proj's input, or kept by the head scale, whose product proj keeps)
+        parts.append({ACT: (2 if attrs["head_scale"] else 1) * q})
+        return merge(*parts)
+
+    @staticmethod
+    def _math_v(q, kv, qkv_kept) -> dict[str, sp.Expr]:
+        """v as the fp32 math path keeps it: reshaped to (b·h, s, d_head) for its product, a
+        copy, except at batch 1 without GQA, where the reshape is a view of the qkv output."""
+        view = sp.And(sp.Eq(batch, 1), sp.Eq(n_kv_heads, n_heads))
+        return {ACT: sp.Piecewise((0 if qkv_kept else q + 2 * kv, view), (q, True))}
+
+    def buffers(self, attrs):
+        return d_head / 2 if attrs["rotary"] else sp.Integer(0)  # the rotary frequencies
+
+    def kv_cache(self, attrs):
+        return 2 * n_kv_heads * d_head
+
+    def decode_matmul(self, attrs, n_inputs):
+        return self._projections(attrs).subs(seq_len, 1) + self._scores_and_mix(position + 1)
+
 
 
 @register
@@ -404,6 +567,26 @@ class FFNUpOp(OpKind):
         biases = (2 if gated else 1) * hidden if attrs["bias"] else 0
         return ACTIVATION_FLOPS[attrs["activation"]] * hidden + (hidden if gated else 0) + biases
 
+    @staticmethod
+    def hidden_saved(attrs) -> int:
+        """d_ff-wide tensors kept per token inside: the activation's input (ReLU keeps its
+        result instead), and when gated the activation's result and fc's output (the gate
+        product's factors)."""
+        relu = attrs["activation"] == "relu"
+        if attrs["gated"]:
+            return 2 if relu else 3
+        return 0 if relu else 1
+
+    def saves_input(self, attrs, reduced=False):
+        return True
+
+    def saves_output(self, attrs, reduced=False):
+        return attrs["activation"] == "relu" and not attrs["gated"]
+
+    def saved_activations(self, attrs, n_inputs, attention_path=EAGER, *, reduced=False,
+                          selective=False):
+        return merge({ACT: self.hidden_saved(attrs) * ROWS * d_ff})
+
 
 
 @register
@@ -427,6 +610,9 @@ class FFNDownOp(OpKind):
 
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model if attrs["bias"] else 0
+
+    def saves_input(self, attrs, reduced=False):
+        return True
 
 
 
@@ -452,6 +638,14 @@ class FFNOp(OpKind):
 
     def forward_other(self, attrs, n_inputs):
         return sum(op.forward_other(a, 1) for op, a in self._halves(attrs))
+
+    def saves_input(self, attrs, reduced=False):
+        return True
+
+    def saved_activations(self, attrs, n_inputs, attention_path=EAGER, *, reduced=False,
+                          selective=False):
+        # and the up half's output, which proj keeps
+        return merge({ACT: (FFNUpOp.hidden_saved(attrs) + 1) * ROWS * d_ff})
 
 
 
@@ -494,6 +688,21 @@ class MoEOp(OpKind):
         combine = seq_len * top_k * d_model + seq_len * (top_k - 1) * d_model  # weight, sum
         return router + top_k * ffn.forward_other(expert, 1) + combine
 
+    def saves_input(self, attrs, reduced=False):
+        return True  # the router keeps x
+
+    def saved_activations(self, attrs, n_inputs, attention_path=EAGER, *, reduced=False,
+                          selective=False):
+        """Router: its probabilities, the top-k weights and their sum (the renormalisation),
+        the chosen experts. Per routed token (ROWS·top_k of them, however they are spread over
+        the experts): its gathered input, the expert's output and its weighted output (which
+        ``index_add`` keeps), d_model each, its weight, the expert FFN's d_ff-wide tensors, and
+        two indices (token and slot)."""
+        routed = ROWS * top_k
+        hidden = FFNUpOp.hidden_saved({**attrs, "bias": False}) + 1
+        return merge({ACT: ROWS * n_experts + routed + ROWS + routed * (3 * d_model + 1 + hidden * d_ff),
+                      I64: routed + 2 * routed})
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,6 +717,13 @@ class TokenEmbedding(OpKind):
 
     def params(self, attrs):
         return {"weight": vocab * d_model}
+
+    def saved_activations(self, attrs, n_inputs, attention_path=EAGER, *, reduced=False,
+                          selective=False):
+        return {I64: ROWS}  # the token ids
+
+    def decode_reads(self, attrs):
+        return batch * d_model  # one row per sequence
 
 
 
@@ -526,6 +742,13 @@ class PositionEmbedding(OpKind):
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model  # the add onto the token embedding
 
+    def saved_activations(self, attrs, n_inputs, attention_path=EAGER, *, reduced=False,
+                          selective=False):
+        return {I64: seq_len}  # the positions, shared by the batch
+
+    def decode_reads(self, attrs):
+        return d_model  # the row of the position being decoded
+
 
 
 @register
@@ -540,4 +763,15 @@ class Unembedding(OpKind):
 
     def forward_matmul(self, attrs, n_inputs):
         return matmul_flops(seq_len, d_model, vocab)
+
+    def saves_input(self, attrs, reduced=False):
+        return True
+
+    def saved_activations(self, attrs, n_inputs, attention_path=EAGER, *, reduced=False,
+                          selective=False):
+        # the cross-entropy loss: log-probabilities, targets, and its 0-d total weight
+        return {ACT: ROWS * vocab + 1, I64: ROWS}
+
+    def decode_reads(self, attrs):
+        return vocab * d_model  # the whole table, tied or not
 

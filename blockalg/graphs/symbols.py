@@ -29,6 +29,9 @@ batch = _dimension("batch")  # b, sequences per step (FLOPs are reported per seq
 vocab = _dimension("vocab")  # V
 n_experts = _dimension("n_experts")
 top_k = _dimension("top_k")
+#: The position of a decoded token (0-based): it attends to ``position + 1`` keys. Not a
+#: dimension of the model, so not in :data:`DIMENSIONS`.
+position = sp.Symbol("t", integer=True, nonnegative=True)
 
 #: name -> symbol, in the order tables show them.
 DIMENSIONS: dict[str, sp.Symbol] = {
@@ -41,7 +44,7 @@ DIMENSIONS: dict[str, sp.Symbol] = {
 LATEX_NAMES: dict[sp.Symbol, str] = {
     d_model: "d", n_heads: "h", d_head: "d_{h}", n_kv_heads: "h_{kv}", d_ff: "d_{ff}",
     n_layers: "L", n_ctx: "n_{ctx}", seq_len: "s", batch: "b", vocab: "V", n_experts: "E",
-    top_k: "k",
+    top_k: "k", position: "t",
 }
 
 

@@ -27,6 +27,7 @@ import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import BlockalgError
 from ..graphs.expr import evaluate, numeric_value
@@ -67,11 +68,13 @@ class Block(nn.Module):
                 inputs.append((u, None if scale == 1 else numeric_value(scale, dims)))
             self.plan.append((node, inputs))
 
-    def forward(self, *streams):
+    def forward(self, *streams, cache=None):
         values = {node: streams[i] for i, node in enumerate(self.inputs)}  # (indexing traces)
         for node, inputs in self.plan:
             args = [values[u] if s is None else values[u] * s for u, s in inputs]
-            values[node] = self._modules[node](*args)
+            module = self._modules[node]
+            values[node] = module(*args, cache=cache) if cache is not None and module.uses_cache \
+                else module(*args)
         if len(self.outputs) == 1:
             return values[self.outputs[0]]
         return tuple(values[node] for node in self.outputs)
@@ -83,6 +86,7 @@ class GPT(nn.Module):
     def __init__(self, graph: nx.DiGraph, dims: dict):
         super().__init__()
         self.dims = dims
+        self.recompute = "none"  # "full": checkpoint every block (blockalg.model.memory.recompute)
         self.streams = model_streams(graph)  # stream -> "embedding" | "zero"
         self.segment_of = []  # the segment (of a stack) each block belongs to
         blocks = []
@@ -101,26 +105,36 @@ class GPT(nn.Module):
         if graph.graph.get("tied_embeddings", True):
             self.lm_head.weight = self.wte.weight
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, cache=None):
+        """Logits (and the loss when ``targets`` are given). With a :class:`KVCache`, ``idx`` are
+        the next tokens after the cached ones: a prefill, then one token per call."""
         b, s = idx.shape
+        past = cache.length if cache is not None else 0
         x = self.wte(idx)  # (b, s, d)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(s, device=idx.device) + self.wpe.offset)
+            x = x + self.wpe(torch.arange(past, past + s, device=idx.device) + self.wpe.offset)
         if self.head is None:
             for block in self.blocks:
-                x = block(x)
+                x = self._run(block, x, cache=cache)
         else:  # several streams: each starts as the embedding or at zero
             streams = [x if start == "embedding" else torch.zeros_like(x)
                        for start in self.streams.values()]
             for block in self.blocks:
-                streams = block(*streams)
+                streams = self._run(block, *streams, cache=cache)
             x = self.head(*streams)
+        if cache is not None:
+            cache.length += s
         if self.ln_f is not None:
             x = self.ln_f(x)
         logits = self.lm_head(x)  # (b, s, V)
         if targets is None:
             return logits
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+    def _run(self, block, *streams, cache=None):
+        if self.recompute == "full" and torch.is_grad_enabled():  # keep only the block's inputs
+            return checkpoint(block, *streams, use_reentrant=True, preserve_rng_state=False)
+        return block(*streams, cache=cache)
 
 
 def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET,

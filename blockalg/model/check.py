@@ -15,7 +15,10 @@ Each :class:`Check` holds a name, the predicted number, the measured one and whe
   finite and the loss at initialisation is within 10% of ln(vocab);
 * ``original.params``, ``original.flops.forward_matmul`` and ``original.flops.backward_matmul``, for a
   block imported from PyTorch (:func:`blockalg.from_module`): the module as written, built at the same
-  dimensions, against one block of the graph.
+  dimensions, against one block of the graph;
+* with ``memory`` (a :class:`~blockalg.analysis.memory.Setting`), the ``memory.*`` checks of
+  :mod:`blockalg.model.memory`: weights, gradients, optimizer states, buffers, saved activations,
+  the KV cache and the FLOPs of one decode step, on a model built in the setting's dtype.
 
 NB on attention FLOPs: on the meta device SDPA decomposes into ``bmm``s (backward = 2× forward).
 On real CPU tensors torch 2.13 runs ``_scaled_dot_product_flash_attention_for_cpu``, for which
@@ -33,7 +36,6 @@ import math
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 
 import networkx as nx
 import torch
@@ -47,31 +49,27 @@ from ..graphs.ops import COMPONENTS, get_op, op_names
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
 from .build import Block, build_model
-from .measure import Factory, block_flops, flop_counter, is_fused_attention, measure, node_params
+from .measure import (  # noqa: F401 (Check, flop_counter: re-exported)
+    Check,
+    Factory,
+    block_flops,
+    flop_counter,
+    is_fused_attention,
+    measure,
+    node_params,
+    random_batch,
+)
 from .metashapes import replay_shapes
 
 INIT_LOSS_TOLERANCE = 0.1  # relative to ln(vocab)
 
 
-@dataclass
-class Check:
-    """One comparison of a predicted with a measured number."""
-
-    name: str
-    predicted: int | float
-    measured: int | float
-    ok: bool
-    detail: str = ""
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "detail" or v}
-
-
 
 
 def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, device: str = "meta",
-          seed: int = 0, **overrides) -> list[Check]:
-    """Build ``variant`` at ``dims`` on ``device`` and run every check."""
+          seed: int = 0, memory=None, **overrides) -> list[Check]:
+    """Build ``variant`` at ``dims`` on ``device`` and run every check (the memory checks too
+    when ``memory`` gives their setting)."""
     graph, dims = resolve(variant, preset, dims, **overrides)
     model = build_model(graph, dims, device=device, seed=seed)
     checks = [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
@@ -79,6 +77,11 @@ def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, de
               *check_numerics(model, dims, device, seed)]
     if getattr(graph, "factory", None) is not None:  # imported from PyTorch: measure the original
         checks += check_original(graph, dims, device)
+    if memory is not None:
+        from .memory import check_memory
+
+        del model  # a second model is built in the memory setting's dtype
+        checks += check_memory(graph, memory, dims, device=device, seed=seed)
     return checks
 
 
@@ -114,9 +117,8 @@ def check_params(graph, model, dims) -> list[Check]:
 
 def check_flops(graph, model, dims, device) -> list[Check]:
     """Forward and backward matmul FLOPs counted by ``FlopCounterMode`` against the graph's."""
-    b, s, vocab = dims["batch"], dims["seq_len"], dims["vocab"]
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    idx, targets = (torch.randint(0, vocab, (b, s), generator=generator).to(device) for _ in range(2))
+    b = dims["batch"]
+    idx, targets = random_batch(dims, device)
     with replay_shapes(device):  # outside the counters, which still see every op
         with flop_counter() as forward:
             _, loss = model(idx, targets)
@@ -204,7 +206,7 @@ def traced_model_graph(model) -> nx.DiGraph:
         return (len(parts) == 1 and name not in ("blocks", "head")
                 or len(parts) == 3 and parts[0] == "blocks" or len(parts) == 2 and parts[0] == "head")
 
-    return collapse_trace(model, is_node, concrete_args={"targets": None})
+    return collapse_trace(model, is_node, concrete_args={"targets": None, "cache": None})
 
 
 def traced_generating_function(model) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import sympy as sp
 import torch
@@ -29,6 +29,27 @@ from ..graphs.ops import get_op
 from ..graphs.symbols import DIMENSIONS
 
 aten = torch.ops.aten
+
+
+@dataclass
+class Check:
+    """One comparison of a predicted with a measured number."""
+
+    name: str
+    predicted: int | float
+    measured: int | float
+    ok: bool
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "detail" or v}
+
+
+def random_batch(dims, device, seed: int = 0):
+    """Token ids and targets, ``batch`` × ``seq_len``, drawn on the CPU and moved to ``device``."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return [torch.randint(0, dims["vocab"], (dims["batch"], dims["seq_len"]), generator=generator).to(device)
+            for _ in range(2)]
 
 
 def flop_counter():

@@ -21,12 +21,15 @@ Importing this module imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import BlockalgError
 from ..graphs.expr import numeric_value
@@ -100,6 +103,7 @@ class Sublayer(nn.Module):
 
     kind = ""
     output_projection: str | None = None
+    uses_cache = False  # whether forward takes the KV cache (attention)
 
     def init_(self, init: Init) -> None:
         for name, child in self.named_children():
@@ -162,6 +166,8 @@ class CausalSelfAttention(Sublayer):
     head output (NormFormer)."""
 
     output_projection = "proj"
+    uses_cache = True  # takes the KV cache of incremental decoding
+    recompute_core = False  # selective recomputation (set by blockalg.model.memory.recompute)
 
     def __init__(self, dims, bias: bool = True, proj_bias: bool | None = None, qk_norm=None,
                  rotary: bool = False, head_scale: bool = False, rope_theta: float = 10000.0):
@@ -184,7 +190,7 @@ class CausalSelfAttention(Sublayer):
         else:
             self.inv_freq = None
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         b, s, _ = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_heads * self.d_head, self.n_kv_heads * self.d_head, self.n_kv_heads * self.d_head],
@@ -194,10 +200,15 @@ class CausalSelfAttention(Sublayer):
         q = q.view(b, s, self.n_heads, self.d_head).transpose(1, 2)  # (b, h, s, d_head)
         k = k.view(b, s, self.n_kv_heads, self.d_head).transpose(1, 2)  # (b, h_kv, s, d_head)
         v = v.view(b, s, self.n_kv_heads, self.d_head).transpose(1, 2)
+        start = cache.length if cache is not None else 0
         if self.inv_freq is not None:
-            q, k = rotate(q, self.inv_freq), rotate(k, self.inv_freq)
-        gqa = self.n_kv_heads != self.n_heads
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            q, k = rotate(q, self.inv_freq, start), rotate(k, self.inv_freq, start)
+        if cache is not None:
+            k, v = cache.update(self, k, v)
+        if self.recompute_core and torch.is_grad_enabled():  # Korthikanti et al. 2022
+            y = checkpoint(attend, q, k, v, use_reentrant=True, preserve_rng_state=False)
+        else:
+            y = attend(q, k, v)
         if self.head_scale is not None:
             y = y * self.head_scale.view(1, -1, 1, 1)
         y = y.transpose(1, 2).reshape(b, s, self.n_heads * self.d_head)  # (b, s, h·d_head)
@@ -212,11 +223,61 @@ class CausalSelfAttention(Sublayer):
         nn.init.xavier_normal_(self.proj.weight, gain=init.beta)
 
 
-def rotate(x, inv_freq):
+_fused_on_meta = [False]  # set by attention_path("flash")
+
+
+@contextlib.contextmanager
+def attention_path(path: str):
+    """Run attention on the ``"eager"`` math path (it keeps the s×s probabilities for backward)
+    or the ``"flash"`` fused kernel (output and log-sum-exp kept). On the meta device SDPA
+    always takes the math path, so ``"flash"`` calls torch's fused CPU kernel there directly."""
+    backend = {"eager": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION}[path]
+    previous, _fused_on_meta[0] = _fused_on_meta[0], path == "flash"
+    try:
+        with sdpa_kernel(backend):
+            yield
+    finally:
+        _fused_on_meta[0] = previous
+
+
+def attend(q, k, v):
+    """Causal attention, (b, h, s, d_head) → (b, h, s, d_head). Queries are the last positions of
+    the keys: a prefill sees the causal triangle, a decoded token every cached key."""
+    s, t = q.shape[-2], k.shape[-2]
+    if 1 < s < t:
+        raise BlockalgError(f"attention: {s} queries over {t} cached keys (prefill into a filled "
+                            f"cache) is not supported")
+    if _fused_on_meta[0] and q.device.type == "meta":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, s == t)[0]
+    return F.scaled_dot_product_attention(q, k, v, is_causal=s == t,
+                                          enable_gqa=k.shape[1] != q.shape[1])
+
+
+class KVCache:
+    """Keys and values of every attention module for the tokens seen so far, concatenated along
+    the sequence one step at a time (like Hugging Face's DynamicCache)."""
+
+    def __init__(self):
+        self.length = 0  # tokens cached (the model advances it after each step)
+        self.kv = {}
+
+    def update(self, module, k, v):
+        if module in self.kv:
+            k = torch.cat([self.kv[module][0], k], dim=2)
+            v = torch.cat([self.kv[module][1], v], dim=2)
+        self.kv[module] = (k, v)
+        return k, v
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes for pair in self.kv.values() for t in pair)
+
+
+def rotate(x, inv_freq, start: int = 0):
     """Rotary position embedding (Su et al. 2021), in the half-split layout of GPT-NeoX and LLaMA:
-    pairs (x_i, x_{i + d/2}) rotate by position · inv_freq_i."""
-    positions = torch.arange(x.shape[-2], device=x.device, dtype=inv_freq.dtype)
-    angles = torch.outer(positions, inv_freq)  # (s, d_head/2)
+    pairs (x_i, x_{i + d/2}) rotate by position · inv_freq_i; positions start at ``start``."""
+    # NB: angles in fp32 whatever the model's dtype: bf16 cannot count past 256.
+    positions = torch.arange(start, start + x.shape[-2], device=x.device, dtype=torch.float32)
+    angles = torch.outer(positions, inv_freq.float())  # (s, d_head/2)
     cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(x.dtype)
     sin = torch.cat([angles.sin(), angles.sin()], dim=-1).to(x.dtype)
     first, second = x.chunk(2, dim=-1)
@@ -282,10 +343,8 @@ class FFN(FFNUp):
 class MoE(Sublayer):
     """Top-k mixture of experts over SwiGLU (or plain) FFN experts, weights stacked per expert.
 
-    On real tensors each expert runs on the tokens routed to it (a loop over experts). On the
-    meta device, where routing has no values, each token's k expert weights are gathered and
-    applied with one batched product: the same arithmetic, with static shapes, so FLOPs can be
-    counted at any size.
+    Each expert runs on the tokens routed to it (a loop over experts; see :meth:`routes` for the
+    meta device).
     """
 
     output_projection = "experts_proj"
@@ -316,21 +375,23 @@ class MoE(Sublayer):
         tokens = x.reshape(-1, d)  # (T, d)
         weights, chosen = self.router(tokens).softmax(dim=-1).topk(self.top_k, dim=-1)  # (T, k)
         weights = weights / weights.sum(dim=-1, keepdim=True)
-        if tokens.device.type == "meta":
-            flat = chosen.reshape(-1)  # (T·k,)
-            picked = [w[flat] if w is not None else None
-                      for w in (self.experts_fc, self.experts_gate, self.experts_proj)]
-            rows = tokens.repeat_interleave(self.top_k, dim=0).unsqueeze(1)  # (T·k, 1, d)
-            out = self._expert(rows, *picked).view(-1, self.top_k, d)  # (T, k, d)
-            return (out * weights.unsqueeze(-1)).sum(dim=1).view(b, s, d)
         out = torch.zeros_like(tokens)
-        for e in range(self.experts_fc.shape[0]):
-            token_idx, slot = torch.where(chosen == e)
+        for e, (token_idx, slot) in enumerate(self.routes(chosen)):
             if token_idx.numel():
                 gate = self.experts_gate[e] if self.experts_gate is not None else None
                 y = self._expert(tokens[token_idx], self.experts_fc[e], gate, self.experts_proj[e])
                 out = out.index_add(0, token_idx, y * weights[token_idx, slot].unsqueeze(-1))
         return out.view(b, s, d)
+
+    def routes(self, chosen):
+        """Per expert, the (token, slot) pairs routed to it. On the meta device routing has no
+        values: the T·k pairs are dealt to the experts in turn, the same arithmetic with static
+        shapes, so FLOPs and memory (sums over the experts) can be counted at any size."""
+        n = self.experts_fc.shape[0]
+        if chosen.device.type != "meta":
+            return [torch.where(chosen == e) for e in range(n)]
+        pairs = torch.arange(chosen.numel(), device=chosen.device)
+        return [(p // self.top_k, p % self.top_k) for p in (pairs[e::n] for e in range(n))]
 
 
 @torch_module("scale")

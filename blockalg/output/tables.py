@@ -55,6 +55,9 @@ def comparison_table(results, keys, checks=None) -> Table:
     notes = ["FLOPs: one sequence of seq_len tokens, batch 1, unembedding included; "
              "matmul FLOPs count attention at the dense s×s cost."] \
         if any(key.startswith("flops.") for key in keys) else []
+    if any(key.startswith("memory.") for key in keys):
+        notes.append("memory: bytes of one training step of batch sequences, fp32, AdamW, no "
+                     "recomputation, eager attention (blockalg memory for other settings).")
     for r, variant_checks in zip(results, checks or []):
         notes += [f"{r.name}: {c.name} predicted {number(c.predicted)} for the backend measured "
                   f"({c.detail})" for c in variant_checks

@@ -1,0 +1,207 @@
+"""Memory measured on the built model, against :mod:`blockalg.analysis.memory`.
+
+* saved activations: one forward (with the loss) under ``torch.autograd.graph.saved_tensors_hooks``,
+  the bytes of the distinct storages autograd keeps, parameters and buffers excluded;
+* weights, gradients (after one backward), buffers, optimizer states (after one step: the
+  tensors in ``optimizer.state``, and the fp32 master copy under mixed precision);
+* the KV cache of incremental decoding, and FlopCounterMode over one decode step.
+
+>>> from blockalg.analysis.memory import Setting
+>>> checks = check_memory("pre-ln", Setting(recompute="full"), preset="tiny", device="meta")
+>>> [c.name for c in checks if c.ok][-3:]
+['memory.kv_cache', 'memory.step_flops', 'inference.decode_flops_per_token']
+>>> all(c.ok for c in checks)
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..analysis.memory import (
+    MEMORY_KEYS,
+    PEAK_PARTS,
+    Setting,
+    at_last_position,
+    inference_expressions,
+    memory_expressions,
+)
+from ..graphs.expr import evaluate
+from ..graphs.presets import DEFAULT_PRESET
+from ..graphs.resolve import resolve
+from .build import build_model
+from .measure import Check, flop_counter, random_batch
+from .modules import CausalSelfAttention, KVCache, attention_path
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _storage(t) -> int:
+    return t.untyped_storage()._cdata  # the storage's identity, on every device (meta too)
+
+
+@contextlib.contextmanager
+def recompute(model, policy: str):
+    """Train ``model`` under a recompute policy: ``none``, ``selective`` (checkpoint each
+    attention core) or ``full`` (checkpoint each block)."""
+    cores = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
+    model.recompute = "full" if policy == "full" else "none"
+    for m in cores:
+        m.recompute_core = policy == "selective"
+    try:
+        yield model
+    finally:
+        model.recompute = "none"
+        for m in cores:
+            m.recompute_core = False
+
+
+class SavedTensors:
+    """Distinct storages autograd keeps, recorded by a ``saved_tensors_hooks`` pack hook:
+    parameters and buffers excluded, each storage once. Kept storages are held (so that no
+    later storage can take the identity of a freed one) until the object goes."""
+
+    def __init__(self, model):
+        self.excluded = {_storage(t) for t in [*model.parameters(), *model.buffers()]}
+        self.kept = {}  # storage -> (tensor, bytes) saved during the forward
+        self.blocks = []  # per block recomputed in backward: its new storages' bytes
+
+    def forward_pack(self, t):
+        key = _storage(t)
+        if key not in self.excluded:
+            self.kept.setdefault(key, (t, t.untyped_storage().nbytes()))
+        return t
+
+    def backward_pack(self, t):
+        key = _storage(t)
+        if key not in self.excluded and key not in self.kept and self.blocks:
+            self.blocks[-1][key] = (t, t.untyped_storage().nbytes())
+        return t
+
+    def forward_bytes(self) -> int:
+        return sum(n for _, n in self.kept.values())
+
+    def recompute_bytes(self) -> int:
+        """The largest block's storages made again by its recomputation in backward."""
+        return max((sum(n for _, n in block.values()) for block in self.blocks), default=0)
+
+
+def forward_saved_bytes(model, dims, setting: Setting, device) -> int:
+    """Bytes of the storages kept for backward by one forward with the loss (nothing else)."""
+    idx, targets = random_batch(dims, device)
+    saved = SavedTensors(model)
+    with attention_path(setting.attention), recompute(model, setting.recompute), \
+            torch.autograd.graph.saved_tensors_hooks(saved.forward_pack, lambda t: t):
+        model(idx, targets)
+    return saved.forward_bytes()
+
+
+def measure_training(model, dims, setting: Setting, device) -> dict[str, int]:
+    """One step: saved activations (and, under full recomputation, one block's recomputed
+    ones), matmul FLOPs of forward and backward, gradients, optimizer states, weights, buffers."""
+    idx, targets = random_batch(dims, device)
+    model.zero_grad(set_to_none=True)
+    saved = SavedTensors(model)
+    handles = [b.register_forward_pre_hook(lambda m, args: saved.blocks.append({}))
+               for b in model.blocks]  # in forward they run before any save of theirs: harmless
+    try:
+        with attention_path(setting.attention), recompute(model, setting.recompute), \
+                flop_counter() as counter:
+            with torch.autograd.graph.saved_tensors_hooks(saved.forward_pack, lambda t: t):
+                _, loss = model(idx, targets)
+            saved.blocks.clear()
+            with torch.autograd.graph.saved_tensors_hooks(saved.backward_pack, lambda t: t):
+                loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    optimizer = make_optimizer(model, setting)
+    if optimizer is not None:
+        optimizer.step()
+    unique = {_storage(p): p for p in model.parameters()}.values()
+    measured = {"weights": sum(p.nbytes for p in unique),
+                "gradients": sum(p.grad.nbytes for p in unique if p.grad is not None),
+                "optimizer": optimizer_bytes(optimizer),
+                "buffers": sum(b.nbytes for b in model.buffers()),
+                "activations": saved.forward_bytes(),
+                "activations_recompute": saved.recompute_bytes(),
+                "step_flops": counter.get_total_flops()}
+    measured["peak_training"] = sum(measured[k] for k in PEAK_PARTS)
+    return measured
+
+
+class MasterWeights:
+    """Mixed precision as Megatron-LM and DeepSpeed keep it: an fp32 master copy of the
+    low-precision weights, which the optimizer updates; the model gets them back rounded."""
+
+    def __init__(self, model, make):
+        self.params = [p for p in model.parameters()]
+        self.masters = [p.detach().float().requires_grad_() for p in self.params]
+        self.optimizer = make(self.masters)
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    def step(self):
+        for p, master in zip(self.params, self.masters):
+            master.grad = p.grad.float() if p.grad is not None else None
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, master in zip(self.params, self.masters):
+                p.copy_(master)
+
+
+def make_optimizer(model, setting: Setting):
+    """The optimizer of ``setting`` (None for ``none``), over fp32 masters below fp32."""
+    # NB: foreach (the same state) is much faster on the meta device
+    makers = {"adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-4, foreach=True),
+              "sgd": lambda ps: torch.optim.SGD(ps, lr=1e-4, momentum=0.9, foreach=True)}
+    if setting.optimizer == "none":
+        return None
+    make = makers[setting.optimizer]
+    return MasterWeights(model, make) if setting.reduced else make(list(model.parameters()))
+
+
+def optimizer_bytes(optimizer) -> int:
+    """Bytes of every tensor in ``optimizer.state``, and of the master copy if any."""
+    if optimizer is None:
+        return 0
+    state = sum(t.nbytes for s in optimizer.state.values() for t in s.values()
+                if isinstance(t, torch.Tensor))
+    return state + sum(m.nbytes for m in getattr(optimizer, "masters", []))
+
+
+def measure_decoding(model, dims, device) -> dict[str, int]:
+    """Prefill ``seq_len − 1`` tokens, decode the token at position ``seq_len − 1`` under
+    FlopCounterMode: its matmul FLOPs, and the cache's bytes (``seq_len`` tokens) after it."""
+    idx, _ = random_batch(dims, device)
+    cache = KVCache()
+    with torch.no_grad():
+        model(idx[:, :-1], cache=cache)
+        with flop_counter() as counter:
+            model(idx[:, -1:], cache=cache)
+    return {"decode_flops_per_token": counter.get_total_flops(), "kv_cache": cache.nbytes()}
+
+
+def check_memory(variant, setting: Setting = Setting(), dims: dict | None = None, *,
+                 preset: str = DEFAULT_PRESET, device: str = "meta", seed: int = 0, **overrides):
+    """Build ``variant`` in ``setting``'s dtype and compare every measured memory figure with the
+    prediction (data parallel and ZeRO are not simulated: a single rank is measured)."""
+    graph, dims = resolve(variant, preset, dims, **overrides)
+    if setting.data_parallel > 1 or setting.zero:
+        setting = setting.with_(data_parallel=1, zero=0)
+    model = build_model(graph, dims, device=device, seed=seed, dtype=TORCH_DTYPES[setting.dtype])
+    measured = {**measure_training(model, dims, setting, device), **measure_decoding(model, dims, device)}
+    predicted = {**memory_expressions(graph, setting), **inference_expressions(graph, setting)}
+    notes = {"activations": setting.describe(), "optimizer": setting.optimizer,
+             "decode_flops_per_token": f"position {dims['seq_len'] - 1}",
+             "kv_cache": f"{dims['seq_len']} tokens"}
+    checks = []
+    for key in (*MEMORY_KEYS[:-1], "decode_flops_per_token"):
+        name = f"{'inference' if key.startswith('decode') else 'memory'}.{key}"
+        value = evaluate(at_last_position(predicted[key]), dims, name)
+        checks.append(Check(name, value, measured[key], value == measured[key], notes.get(key, "")))
+    return checks

@@ -28,8 +28,8 @@ from blockalg.model.train import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEP = ["pre-ln", "post-ln", "--preset", "tiny", "--steps", "20", "--seeds", "1", "--lr", "1e-3",
-         "--lr", "3e-2", "--eval-every", "10", "--format", "json"]
+SWEEP = ["pre-ln", "post-ln", "--preset", "tiny", "--steps", "8", "--seeds", "1", "--lr", "1e-3",
+         "--lr", "3e-2", "--eval-every", "4", "--format", "json"]
 
 
 def train(*args):
@@ -112,7 +112,7 @@ def test_ddp_trains_one_run_on_two_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           "--nproc-per-node", "2", "-m", "blockalg.cli.train", "pre-ln", "--ddp",
-                          "--steps", "40", "--lr", "3e-3", "--eval-every", "20", "--format", "json"],
+                          "--steps", "20", "--lr", "1e-2", "--eval-every", "10", "--format", "json"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)

@@ -312,8 +312,10 @@ THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}
 def report_command(variants, presets, assignments, out, hf_config, empirical, thousands, check_only,
                    old_drift):
     """Write a self-contained report folder on VARIANTS: Markdown, LaTeX, CSV, JSON and figures."""
-    from ..output.report import variant_report
+    from ..output.report import replaceable, variant_report
 
+    if not check_only:
+        replaceable(out)  # refuse a folder blockalg did not write before the work, not after
     shapes = []
     for preset in presets or (DEFAULT_PRESET,):
         graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)

@@ -92,7 +92,10 @@ def numeric_value(text, dims) -> float:
     >>> numeric_value("(2*L)**(1/4)", {"n_layers": 8})
     2.0
     """
-    expr = parse_expression(text).subs({DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS})
+    expr = parse_expression(text)
+    if expr.is_number:  # most edge scales: 1
+        return float(expr)
+    expr = expr.subs({DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS})
     if not expr.is_number:
         raise BlockalgError(f"expression {text!r}: symbols {sorted(map(str, expr.free_symbols))} "
                             f"have no value")

@@ -15,14 +15,13 @@ Enter it *outside* a ``FlopCounterMode``, so that the counter still sees every o
 >>> x, w = torch.empty(4, 8, device="meta"), torch.empty(8, 16, device="meta")
 >>> with replay_shapes("meta") as replay, FlopCounterMode(display=False) as counter:
 ...     y = [x @ w for _ in range(3)]
->>> counter.get_total_flops(), replay.replayed, y[2].shape
-(3072, 2, torch.Size([4, 16]))
+>>> counter.get_total_flops(), replay.replayed >= 2, y[2].shape
+(3072, True, torch.Size([4, 16]))
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -70,10 +69,23 @@ def _rebuild(spec):
     return kind(_rebuild(s) for s in spec[1])
 
 
-@functools.cache
+_ALIASING: dict[int, bool] = {}  # NB: by id: an OpOverload hashes in Python, and lives forever
+
+
 def _aliasing(func) -> bool:
-    schema = func._schema
-    return any(a.alias_info is not None for a in (*schema.arguments, *schema.returns))
+    """Whether ``func`` may return a view of an input or write to one (its schema says so)."""
+    aliasing = _ALIASING.get(id(func))
+    if aliasing is None:
+        schema = func._schema
+        aliasing = _ALIASING[id(func)] = any(a.alias_info is not None
+                                             for a in (*schema.arguments, *schema.returns))
+    return aliasing
+
+
+#: Output metadata by op and argument metadata, shared by every replay in the process (the
+#: checks of several variants at one shape ask the same questions); cleared when full.
+_OUTPUTS: dict = {}
+MAX_ENTRIES = 100_000
 
 
 class ShapeReplay(TorchDispatchMode):
@@ -81,7 +93,7 @@ class ShapeReplay(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.outputs = {}
+        self.outputs = _OUTPUTS
         self.replayed = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -89,13 +101,16 @@ class ShapeReplay(TorchDispatchMode):
         try:
             if _aliasing(func):
                 raise _Uncacheable
-            key = (func, _key(args), _key(kwargs))
+            key = (id(func), _key(args), _key(kwargs))
         except _Uncacheable:
             return func(*args, **kwargs)
-        if key in self.outputs:
+        spec = self.outputs.get(key)
+        if spec is not None:
             self.replayed += 1
-            return _rebuild(self.outputs[key])
+            return _rebuild(spec)
         out = func(*args, **kwargs)
+        if len(self.outputs) >= MAX_ENTRIES:
+            self.outputs.clear()
         with contextlib.suppress(_Uncacheable):
             self.outputs[key] = _spec(out)
         return out

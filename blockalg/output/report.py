@@ -28,6 +28,16 @@ MARKER = ".blockalg-report"  # marks a folder blockalg wrote, so rewriting it ma
 FIGURE_FORMATS = ("png", "svg")
 
 
+def replaceable(out) -> Path:
+    """``out`` as an absolute path, or a one-line error when it is there and blockalg did not
+    write it (a report replaces its folder as a whole). Commands call it before the work too."""
+    out = Path(out).resolve()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
+        raise BlockalgError(f"{out}: exists and was not written by blockalg; choose a new or "
+                            f"empty folder")
+    return out
+
+
 class ReportFolder:
     """The files of one report, relative path → bytes."""
 
@@ -62,10 +72,7 @@ class ReportFolder:
 
     def write(self, out) -> Path:
         """Replace the folder ``out`` with these files (temporary folder + rename)."""
-        out = Path(out).resolve()
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
-            raise BlockalgError(f"{out}: exists and was not written by blockalg; choose a new or "
-                                f"empty folder")
+        out = replaceable(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
         umask = os.umask(0)

@@ -24,7 +24,8 @@ from .params import param_counts
 from .paths import PATH_KEYS, PathStats, path_stats
 
 PARAM_KEYS = ("total", "active", "per_block", *COMPONENTS)
-FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal")
+FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "backward_other",
+             "forward_matmul_causal")
 
 
 def quantity_keys() -> list[str]:

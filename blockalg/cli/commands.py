@@ -119,15 +119,18 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
 @click.argument("variants", nargs=-1)
 @dims_options
 @device_option
+@click.option("--elementwise/--no-elementwise", default=True, show_default=True,
+              help="Also count the non-matmul work on torch's decomposition of the model (meta "
+                   "device; about 0.1 s per layer).")
 @format_option(*TABLE_FORMATS, "json")
-def check_command(variants, preset, assignments, hf_config, device, fmt):
+def check_command(variants, preset, assignments, hf_config, device, elementwise, fmt):
     """Build each of VARIANTS as a torch model and check every number against the prediction.
 
     Prints predicted, measured and pass/fail per check; exits 1 if any check fails.
     """
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
     with progress(graphs, "checking") as bar:
-        checks = [_run_checks(graph, dims, device) for graph in bar]
+        checks = [_run_checks(graph, dims, device, elementwise) for graph in bar]
     if fmt == "json":
         click.echo(json.dumps({"preset": preset, "dims": dims, "device": device, "variants": [
             {"name": g.graph["name"], "checks": [c.to_dict() for c in cs]}
@@ -298,10 +301,10 @@ def _report_drift(folder, out) -> int:
     return 1 if differing else 0
 
 
-def _run_checks(graph, dims, device):
+def _run_checks(graph, dims, device, elementwise=False):
     from ..model.check import check
 
-    return check(graph, dims, device=device)
+    return check(graph, dims, device=device, elementwise=elementwise)
 
 
 def _exit_code(checks) -> int:

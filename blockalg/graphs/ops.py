@@ -6,7 +6,10 @@ Each entry states, in one place, what every stage needs from a node of that kind
 * ``role``: how gradient paths count it (a norm, an attention or FFN sublayer, or identity-like);
 * ``component``: where its parameters are booked (attention / ffn / norm / embedding);
 * ``params``: parameter count per leaf tensor, named as the torch module names them;
-* ``forward_matmul`` / ``backward_matmul`` / ``forward_other``: FLOPs for one sequence;
+* ``forward_matmul`` / ``backward_matmul`` / ``forward_other`` / ``backward_other``: FLOPs for one
+  sequence; ``backward_accumulation``: the gradient sums the op's own reuse of a tensor causes;
+  ``exact_phases``: where ``forward_other``/``backward_other`` claim to equal torch's decomposition
+  count exactly (:mod:`blockalg.model.elementwise`; elsewhere they are a documented convention);
 * the torch half lives in :mod:`blockalg.model.modules`: a module class registered for the
   op's name with ``@torch_module(name)``; the two halves meet by name only.
 
@@ -21,7 +24,14 @@ Conventions (NB: these are the ones ``torch.utils.flop_counter.FlopCounterMode``
   count (only the s(s+1)/2 unmasked scores) is reported separately;
 * backward matmul FLOPs are 2× forward (one product for the input gradient, one for the weight);
 * "other" FLOPs use the per-element costs below. Per-row scalars (a mean's division, an rsqrt) are
-  not counted. Embedding lookups are gathers: 0 FLOPs.
+  not counted. Embedding lookups are gathers: 0 FLOPs; their backward is a scatter-add, 1 per
+  element;
+* backward "other" FLOPs use the per-element costs of torch's own backward formulas (its
+  decompositions in ``torch._decomp``, read op by op below), per-row and per-column scalars dropped
+  as in the forward (a bias gradient, the sum of s·w elements to w, counts s·w). When a tensor is
+  used twice its two gradients are summed: that sum is booked apart, as gradient accumulation
+  (:meth:`OpKind.backward_accumulation` inside an op, graph forks and tied weights in
+  :mod:`blockalg.analysis.flops`), because torch's autograd engine, not the op, performs it.
 
 >>> from blockalg.graphs.ops import get_op
 >>> from blockalg.graphs.symbols import d_model
@@ -50,6 +60,9 @@ from .symbols import (
     vocab,
 )
 
+#: The two passes whose "other" FLOPs the registry states.
+PHASES = ("forward", "backward")
+
 # Roles in gradient paths.
 INPUT, OUTPUT, NORM, ATTENTION, FFN, IDENTITY, EMBEDDING = (
     "input", "output", "norm", "attention", "ffn", "identity", "embedding")
@@ -67,6 +80,24 @@ ACTIVATION_FLOPS = {"relu": 1, "gelu": 8, "silu": 4}  # gelu: tanh form; silu: x
 ACTIVATIONS = tuple(ACTIVATION_FLOPS)  # the activations an FFN may use
 ROTARY_FLOPS = 3  # x·cos + rotate(x)·sin, per rotated element of q and k
 DYT_FLOPS = 4  # α·x, tanh, the gain, the bias
+
+# Per-element costs of the backward's non-matmul work, read off torch's decompositions.
+#: native_layer_norm_backward without the affine part: x̂ again (sub, mul), ·N, two row sums,
+#: g·x̂, x̂·Σ, two subtractions, ·rstd/N
+LAYERNORM_BACKWARD_FLOPS = 10
+#: nn.RMSNorm's composite backward without the gain: g·r, g·x and its row sum, the mean's 1/d,
+#: the square's 2·x·g (pow, ·2, ·g)
+RMSNORM_BACKWARD_FLOPS = 7
+AFFINE_GAIN_BACKWARD_FLOPS = 3  # g·w for the input; g·x̂ and its sum over tokens for the weight
+BIAS_BACKWARD_FLOPS = 1  # the sum over tokens
+SOFTMAX_BACKWARD_FLOPS = 4  # _softmax_backward_data: g·p, row sum, subtract, ·p
+SCORE_SCALE_BACKWARD_FLOPS = 1
+#: gelu_backward (tanh) recomputes the inner polynomial and tanh: 12 mul, 4 add, 1 sub, 1 tanh;
+#: silu_backward: sigmoid, 1 − σ, x·(1 − σ), + 1, σ·(...), ·g; relu: a select (threshold_backward)
+ACTIVATION_BACKWARD_FLOPS = {"relu": 1, "gelu": 18, "silu": 6}
+GATE_BACKWARD_FLOPS = 2  # act(gate) ⊙ fc: one product per input gradient
+ROTARY_BACKWARD_FLOPS = 3  # g·cos, g·sin, the rotation's sign, per rotated element
+SCATTER_ADD_FLOPS = 1  # an embedding's backward adds each gradient row into the table
 
 
 def matmul_flops(m, k, n) -> sp.Expr:
@@ -127,6 +158,21 @@ class OpKind:
         """Non-matmul FLOPs of one forward pass (norms, softmax, activations, adds, biases)."""
         return sp.Integer(0)
 
+    def backward_other(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
+        """Non-matmul FLOPs of the backward pass (the gradients' elementwise work), the sums of
+        gradients of reused tensors excluded (:meth:`backward_accumulation`)."""
+        return sp.Integer(0)
+
+    def backward_accumulation(self, attrs: Mapping) -> sp.Expr:
+        """Elements of gradient sums the op's own implementation causes by using a tensor twice
+        (RMSNorm's input feeds the square and the product): torch's autograd engine adds them."""
+        return sp.Integer(0)
+
+    def exact_phases(self, attrs: Mapping) -> tuple[str, ...]:
+        """The phases (``"forward"``, ``"backward"``) in which :meth:`forward_other` and
+        :meth:`backward_other` equal the count of torch's decomposition exactly; in the others
+        they are this module's per-element convention, reported beside that count."""
+        return ()
 
     def with_defaults(self, attrs: Mapping) -> dict:
         """``attrs`` completed with this op's defaults (attributes outside the schema are dropped)."""
@@ -181,6 +227,9 @@ class Input(OpKind):
     name, role, arity = "input", INPUT, (0, 0)
     attributes = {"stream": ("x", str)}
 
+    def exact_phases(self, attrs):
+        return PHASES
+
 
 
 @register
@@ -189,6 +238,9 @@ class Output(OpKind):
 
     name, role, arity = "output", OUTPUT, (1, 1)
     attributes = {"stream": ("x", str)}
+
+    def exact_phases(self, attrs):
+        return PHASES
 
 
 
@@ -200,6 +252,9 @@ class Add(OpKind):
 
     def forward_other(self, attrs, n_inputs):
         return (n_inputs - 1) * seq_len * d_model
+
+    def exact_phases(self, attrs):
+        return PHASES  # the backward passes the gradient to every input: no work
 
 
 
@@ -217,6 +272,15 @@ class Scale(OpKind):
 
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model
+
+    def backward_other(self, attrs, n_inputs):
+        # g·w for the input; a learned weight adds g·x and its sum
+        return (1 if attrs["learnable"] is None else 3) * seq_len * d_model
+
+    def exact_phases(self, attrs):
+        # NB: a learned weight's gradient sums s·d products into 1 or d: the decomposition counts
+        # s·d − 1 (or − d) additions there
+        return PHASES if attrs["learnable"] is None else ("forward",)
 
 
 
@@ -245,11 +309,25 @@ class _Norm(OpKind):
         """Non-matmul FLOPs per normalised element."""
         raise NotImplementedError
 
+    def backward_per_element(self, attrs) -> int:
+        """Non-matmul backward FLOPs per normalised element (gradient sums excluded)."""
+        raise NotImplementedError
+
+    def reused_per_element(self, attrs) -> int:
+        """Gradient sums per normalised element: extra uses of the input in the implementation."""
+        return 0
+
     def params(self, attrs):
         return self.params_at(WIDTHS[attrs["width"]], attrs)
 
     def forward_other(self, attrs, n_inputs):
         return self.other_per_element(attrs) * seq_len * WIDTHS[attrs["width"]]
+
+    def backward_other(self, attrs, n_inputs):
+        return self.backward_per_element(attrs) * seq_len * WIDTHS[attrs["width"]]
+
+    def backward_accumulation(self, attrs):
+        return self.reused_per_element(attrs) * seq_len * WIDTHS[attrs["width"]]
 
 
 @register
@@ -266,6 +344,10 @@ class LayerNormOp(_Norm):
     def other_per_element(self, attrs):
         return LAYERNORM_FLOPS + AFFINE_GAIN_FLOPS + (1 if attrs["bias"] else 0)
 
+    def backward_per_element(self, attrs):
+        return (LAYERNORM_BACKWARD_FLOPS + AFFINE_GAIN_BACKWARD_FLOPS
+                + (BIAS_BACKWARD_FLOPS if attrs["bias"] else 0))
+
 
 @register
 class RMSNormOp(_Norm):
@@ -279,6 +361,12 @@ class RMSNormOp(_Norm):
 
     def other_per_element(self, attrs):
         return RMSNORM_FLOPS + AFFINE_GAIN_FLOPS
+
+    def backward_per_element(self, attrs):
+        return RMSNORM_BACKWARD_FLOPS + AFFINE_GAIN_BACKWARD_FLOPS
+
+    def reused_per_element(self, attrs):
+        return 1  # torch's RMSNorm is composite: x feeds x² and x·rsqrt(mean(x²) + eps)
 
 
 @register
@@ -363,16 +451,39 @@ class AttentionOp(OpKind):
         # NB: 2× every product, plus q·kᵀ once more: 2.5× the scores-and-mix part.
         return self.backward_matmul(attrs, n_inputs) + self._scores_and_mix(seq_len**2) / 2
 
+    def _biases(self, attrs):
+        """Elements of the biases' outputs: the bias adds, and their gradients' sums."""
+        return (seq_len * (n_heads + 2 * n_kv_heads) * d_head if attrs["bias"] else 0) \
+            + (seq_len * d_model if self.proj_bias(attrs) else 0)
+
+    def _qk_norm(self, attrs, per_element):
+        return sum((per_element(norm, norm_attrs) * seq_len * width
+                    for _, norm, norm_attrs, width in self._qk_norms(attrs)), sp.Integer(0))
+
+    @staticmethod
+    def _qk(attrs):
+        """Elements of q and k (what rotary positions rotate)."""
+        return seq_len * (n_heads + n_kv_heads) * d_head if attrs["rotary"] else 0
+
     def forward_other(self, attrs, n_inputs):
         scores = n_heads * seq_len**2
-        qk = seq_len * (n_heads + n_kv_heads) * d_head  # elements of q and k
-        biases = (seq_len * (n_heads + 2 * n_kv_heads) * d_head if attrs["bias"] else 0) \
-            + (seq_len * d_model if self.proj_bias(attrs) else 0)
-        qk_norm = sum((norm.other_per_element(norm_attrs) * seq_len * width
-                       for _, norm, norm_attrs, width in self._qk_norms(attrs)), sp.Integer(0))
-        rotary = ROTARY_FLOPS * qk if attrs["rotary"] else 0
+        qk_norm = self._qk_norm(attrs, lambda norm, a: norm.other_per_element(a))
         head_scale = seq_len * n_heads * d_head if attrs["head_scale"] else 0
-        return (SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + biases + qk_norm + rotary + head_scale
+        return ((SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + self._biases(attrs) + qk_norm
+                + ROTARY_FLOPS * self._qk(attrs) + head_scale)
+
+    def backward_other(self, attrs, n_inputs):
+        scores = n_heads * seq_len**2
+        qk_norm = self._qk_norm(attrs, lambda norm, a: norm.backward_per_element(a))
+        # NB: the head scale's backward is g·w for the input, g·y and its sum for the weight
+        head_scale = 3 * seq_len * n_heads * d_head if attrs["head_scale"] else 0
+        return ((SCORE_SCALE_BACKWARD_FLOPS + SOFTMAX_BACKWARD_FLOPS) * scores
+                + BIAS_BACKWARD_FLOPS * self._biases(attrs) + qk_norm
+                + ROTARY_BACKWARD_FLOPS * self._qk(attrs) + head_scale)
+
+    def backward_accumulation(self, attrs):
+        # rotary: q (and k) feed x·cos and the rotated half; an RMS qk-norm reuses its input
+        return self._qk(attrs) + self._qk_norm(attrs, lambda norm, a: norm.reused_per_element(a))
 
 
 
@@ -404,6 +515,16 @@ class FFNUpOp(OpKind):
         biases = (2 if gated else 1) * hidden if attrs["bias"] else 0
         return ACTIVATION_FLOPS[attrs["activation"]] * hidden + (hidden if gated else 0) + biases
 
+    def backward_other(self, attrs, n_inputs):
+        hidden = seq_len * d_ff
+        gated = attrs["gated"]
+        biases = (2 if gated else 1) * hidden if attrs["bias"] else 0
+        return (ACTIVATION_BACKWARD_FLOPS[attrs["activation"]] * hidden
+                + (GATE_BACKWARD_FLOPS * hidden if gated else 0) + BIAS_BACKWARD_FLOPS * biases)
+
+    def backward_accumulation(self, attrs):
+        return seq_len * d_model if attrs["gated"] else sp.Integer(0)  # x feeds fc and gate
+
 
 
 @register
@@ -427,6 +548,12 @@ class FFNDownOp(OpKind):
 
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model if attrs["bias"] else 0
+
+    def backward_other(self, attrs, n_inputs):
+        return BIAS_BACKWARD_FLOPS * seq_len * d_model if attrs["bias"] else 0
+
+    def exact_phases(self, attrs):
+        return ("forward",)
 
 
 
@@ -452,6 +579,12 @@ class FFNOp(OpKind):
 
     def forward_other(self, attrs, n_inputs):
         return sum(op.forward_other(a, 1) for op, a in self._halves(attrs))
+
+    def backward_other(self, attrs, n_inputs):
+        return sum(op.backward_other(a, 1) for op, a in self._halves(attrs))
+
+    def backward_accumulation(self, attrs):
+        return get_op("ffn_up").backward_accumulation(attrs)
 
 
 
@@ -494,6 +627,17 @@ class MoEOp(OpKind):
         combine = seq_len * top_k * d_model + seq_len * (top_k - 1) * d_model  # weight, sum
         return router + top_k * ffn.forward_other(expert, 1) + combine
 
+    def backward_other(self, attrs, n_inputs):
+        ffn, expert = self._expert(attrs)
+        router = SOFTMAX_BACKWARD_FLOPS * seq_len * n_experts + 2 * seq_len * top_k
+        combine = 3 * seq_len * top_k * d_model  # g·w to the experts; g·out and its sum to w
+        return router + top_k * ffn.backward_other(expert, 1) + combine
+
+    def backward_accumulation(self, attrs):
+        ffn, expert = self._expert(attrs)
+        # x feeds the router and the experts; the routing weights feed their sum and the division
+        return seq_len * d_model + seq_len * top_k + top_k * ffn.backward_accumulation(expert)
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,6 +652,12 @@ class TokenEmbedding(OpKind):
 
     def params(self, attrs):
         return {"weight": vocab * d_model}
+
+    def backward_other(self, attrs, n_inputs):
+        return SCATTER_ADD_FLOPS * seq_len * d_model
+
+    def exact_phases(self, attrs):
+        return PHASES
 
 
 
@@ -526,6 +676,12 @@ class PositionEmbedding(OpKind):
     def forward_other(self, attrs, n_inputs):
         return seq_len * d_model  # the add onto the token embedding
 
+    def backward_other(self, attrs, n_inputs):
+        return SCATTER_ADD_FLOPS * seq_len * d_model
+
+    def exact_phases(self, attrs):
+        return PHASES
+
 
 
 @register
@@ -540,4 +696,7 @@ class Unembedding(OpKind):
 
     def forward_matmul(self, attrs, n_inputs):
         return matmul_flops(seq_len, d_model, vocab)
+
+    def exact_phases(self, attrs):
+        return PHASES  # no elementwise work; a tied weight's gradient sum is booked apart
 

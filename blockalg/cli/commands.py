@@ -12,6 +12,7 @@ import sys
 import click
 import sympy as sp
 
+from ..graphs.graph import INIT_SCHEMES
 from ..graphs.presets import DEFAULT_PRESET, preset_names
 from ..output.render import Table, graph_to_dot, graph_to_mermaid, graph_to_text
 from ..output.tables import (
@@ -207,11 +208,15 @@ def paths_command(variants, preset, assignments, hf_config, layers, detail, fmt)
               show_default=True, help="Std of the weight init (GPT-2: 0.02; try d_model**-0.5).")
 @click.option("--residual-scaling/--no-residual-scaling", default=True, show_default=True,
               help="GPT-2's 1/sqrt(2L) on the residual projections' init.")
+@click.option("--init", "init", type=click.Choice(INIT_SCHEMES), default=None,
+              help="Initialisation scheme instead of the graph's own; xiong: Xiong et al. 2020's "
+                   "setting (Xavier weights, unit-variance embeddings, no depth scaling; "
+                   "--init-std and --residual-scaling do not apply).")
 @click.option("--plot", type=click.Path(dir_okay=False), callback=lambda ctx, param, value:
               _figure_path(value), help="Save a figure (.png, .svg or .pdf).")
 @format_option(*TABLE_FORMATS, "json")
 def gradients_command(variants, preset, assignments, hf_config, device, seeds, batch, init_std,
-                      residual_scaling, plot, fmt):
+                      residual_scaling, init, plot, fmt):
     """Per-layer gradient norms at initialisation (Xiong et al. 2020, Fig. 3).
 
     Expected: post-LN gradient norms grow toward the output layers, pre-LN stay roughly flat.
@@ -225,14 +230,16 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
     with progress(graphs, "measuring") as bar:
         results = [gradient_norms(graph, dims, seeds=tuple(range(seeds)), batch=batch,
-                                  device=device, init_std=init_std, residual_scaling=residual_scaling)
+                                  device=device, init_std=init_std, residual_scaling=residual_scaling,
+                                  init=init)
                    for graph in bar]
     if plot:
         save_figure(gradient_figure(results), plot)
         click.echo(f"wrote {plot}", err=True)
     if fmt == "json":
         click.echo(json.dumps({"preset": preset, "dims": dims, "device": device, "batch": batch,
-                               "init_std": init_std, "residual_scaling": residual_scaling,
+                               "init": init, "init_std": init_std,
+                               "residual_scaling": residual_scaling,
                                "variants": [r.to_dict() for r in results]}, indent=2))
         return
     for title, pick in (("‖∇W‖ of the FFN's W2", lambda r: r.weights[r.headline]),
@@ -244,11 +251,14 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
         rows.append(["last/first", *("n/a" if r.trend(pick(r)) is None else f"{r.trend(pick(r)):.3g}"
                                      for r in results)])
         scaling = "" if residual_scaling else " without residual scaling"
-        click.echo(Table(f"{title} · preset {preset}, init std {init_std:g}{scaling}, {seeds} seeds, "
+        setting = f"init {init}" if init == "xiong" else f"init std {init_std:g}{scaling}"
+        click.echo(Table(f"{title} · preset {preset}, {setting}, {seeds} seeds, "
                          f"batch {batch} (mean ± std)", headers, rows).render(fmt))
         click.echo()
     click.echo("Expected (Xiong et al. 2020): post-LN grows toward the output (last/first > 1), "
-               "pre-LN stays roughly flat (≈ 1).")
+               "pre-LN stays roughly flat (≈ 1). Theorem 1: the last layer's W2 gradient falls "
+               "like 1/sqrt(L) with depth in pre-LN and does not in post-LN "
+               "(analyses/gradient_scaling.py).")
 
 
 def _figure_path(value):

@@ -401,6 +401,8 @@ ELEMENTWISE_WHY = {
     ("ffn_up", "backward"): "as ffn",
     ("ffn_down", "backward"): "the bias sum: n − 1 per column in torch",
     ("scale", "backward"): "a learned weight's gradient: torch's sum counts n − 1",
+    ("dyt", "backward"): "10 per element both (tanh's backward g·(1 − y²), the products for γ "
+                         "and α and their sums, β's sum); torch's sums over n count n − 1",
     ("moe", "forward"): "router softmax 5 per element, renormalise, SiLU 4 (torch: 2), weight "
                         "and sum of the top-k outputs",
     ("moe", "backward"): "the meta-device path gathers each token's expert weights (static "

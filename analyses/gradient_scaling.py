@@ -120,7 +120,7 @@ def run_all(size: dict) -> dict:
                                  initializer=_one_thread) as pool:
             results = list(pool.map(measure, args))
     else:
-        from blockalg.model.train import threads
+        from blockalg.model.distributed import threads
 
         with threads(1):
             results = [measure(a) for a in args]

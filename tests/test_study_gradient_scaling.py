@@ -10,7 +10,7 @@ import torch
 from blockalg.graphs.presets import resolve_dims
 from blockalg.model.build import build_model
 from blockalg.model.gradients import gradient_norms
-from blockalg.model.train import threads
+from blockalg.model.distributed import threads
 from blockalg.output.report import reports_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analyses"))

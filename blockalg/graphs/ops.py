@@ -98,6 +98,9 @@ ACTIVATION_BACKWARD_FLOPS = {"relu": 1, "gelu": 18, "silu": 6}
 GATE_BACKWARD_FLOPS = 2  # act(gate) ⊙ fc: one product per input gradient
 ROTARY_BACKWARD_FLOPS = 3  # g·cos, g·sin, the rotation's sign, per rotated element
 SCATTER_ADD_FLOPS = 1  # an embedding's backward adds each gradient row into the table
+#: DyT: g·γ, and g·tanh summed for γ; tanh_backward g·(1 − y²) (3); g·α, and g·x summed for α;
+#: the sum for β
+DYT_BACKWARD_FLOPS = 10
 
 
 def matmul_flops(m, k, n) -> sp.Expr:
@@ -383,6 +386,12 @@ class DyTOp(_Norm):
 
     def other_per_element(self, attrs):
         return DYT_FLOPS
+
+    def backward_per_element(self, attrs):
+        return DYT_BACKWARD_FLOPS
+
+    def exact_phases(self, attrs):
+        return ("forward",)  # α·x, tanh, ·γ, + β: four pointwise ops in torch too
 
 
 # ---------------------------------------------------------------------------------------------

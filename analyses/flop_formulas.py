@@ -21,6 +21,9 @@ import sympy as sp
 from blockalg import analyze
 from blockalg.graphs.expr import evaluate
 from blockalg.graphs.presets import PRESETS, resolve_dims
+from blockalg.graphs.variants import catalog, get
+from blockalg.model.elementwise import compare as elementwise_compare
+from blockalg.model.elementwise import count_elementwise
 from blockalg.graphs.symbols import (
     batch,
     d_ff,
@@ -375,6 +378,138 @@ def json_data(records, presets, seq_lens, dropped) -> dict:
                          for f in FORMULAS]}
 
 
+#: Why the registry's convention and torch's decomposition differ, per op kind and phase.
+ELEMENTWISE_WHY = {
+    ("layernorm", "forward"): "7 per element (mean, centre, square, sum, normalise, gain, bias); "
+                              "torch's var_mean is one op: 5 per element, + 1 per row",
+    ("layernorm", "backward"): "14 per element as torch's native_layer_norm_backward computes "
+                               "them; torch adds per-row scalars, and its sums over n count n − 1",
+    ("rmsnorm", "forward"): "4 per element both (square, mean, normalise, gain); torch adds eps "
+                            "and rsqrt per row",
+    ("rmsnorm", "backward"): "10 per element both; per-row terms differ",
+    ("attention", "forward"): "1 (scale) + 5 (softmax) per score; torch scales q and k instead "
+                              "(2 per element of q, k), adds the causal mask (1 per score), "
+                              "softmax's two reductions count 1 less per row; rotary: torch "
+                              "also computes the angles, twice",
+    ("attention", "backward"): "1 (scale) + 4 (softmax) per score; torch scales the q and k "
+                               "gradients instead",
+    ("ffn", "forward"): "GELU 8 per element (torch's tanh form: 9), SiLU 4 (torch: sigmoid and "
+                        "a product, 2); gate, biases equal",
+    ("ffn", "backward"): "equal per element (GELU 18, SiLU 6, gate 2, bias sums 1); a bias sum "
+                         "over n tokens counts n − 1 in torch",
+    ("ffn_up", "forward"): "as ffn (GELU 8 against 9)",
+    ("ffn_up", "backward"): "as ffn",
+    ("ffn_down", "backward"): "the bias sum: n − 1 per column in torch",
+    ("scale", "backward"): "a learned weight's gradient: torch's sum counts n − 1",
+    ("dyt", "backward"): "10 per element both (tanh's backward g·(1 − y²), the products for γ "
+                         "and α and their sums, β's sum); torch's sums over n count n − 1",
+    ("moe", "forward"): "router softmax 5 per element, renormalise, SiLU 4 (torch: 2), weight "
+                        "and sum of the top-k outputs",
+    ("moe", "backward"): "the meta-device path gathers each token's expert weights (static "
+                         "shapes); their backward scatter-adds top_k·s·3·d·d_ff weight "
+                         "gradients, work a grouped implementation does inside its matmuls",
+}
+
+
+def elementwise_rows(rows, counts=None) -> list[list[str]]:
+    """kind, phase, registry, decomposition, ratio and why, per compared kind (totals last)."""
+    table = [[r.kind, r.phase, format_value(r.registry), format_value(r.decomposition),
+              _ratio(r.decomposition, r.registry),
+              "exact" if r.exact else ELEMENTWISE_WHY.get((r.kind, r.phase), "convention")]
+             for r in rows]
+    for phase in ("forward", "backward"):
+        registry = sum(r.registry for r in rows if r.phase == phase)
+        found = sum(r.decomposition for r in rows if r.phase == phase)
+        table.append(["all", phase, format_value(registry), format_value(found),
+                      _ratio(found, registry), f"flops.{phase}_other"])
+    if counts is not None:
+        loss = counts.by_kind().get("loss", {})
+        table += [["loss", phase, "0", format_value(loss.get(phase, 0)), "",
+                   "outside blockalg's counts (the unembedding's logits are the last)"]
+                  for phase in ("forward", "backward")]
+    return table
+
+
+def _ratio(found, registry) -> str:
+    return f"{found / registry:.4f}" if registry else "n/a"
+
+
+def elementwise_section(folder: ReportFolder, quick: bool) -> tuple[list[str], dict]:
+    """The registry's non-matmul FLOPs per op kind beside torch's decomposition of the built model:
+    pre-ln at gpt2-small, and every catalog variant at tiny."""
+    preset = "tiny" if quick else "gpt2-small"
+    dims = resolve_dims(preset)
+    counts = count_elementwise(get(VARIANT), dims)
+    rows = elementwise_compare(get(VARIANT), dims, counts)
+    headers = ["op kind", "phase", "blockalg", "torch decomposition", "decomposition / blockalg",
+               "why they differ"]
+    variants = [v.name for v in catalog()][:3 if quick else None]
+    tiny = resolve_dims("tiny")
+    catalog_rows = {name: elementwise_compare(get(name), tiny) for name in variants}
+    summary = {}
+    for name, compared in catalog_rows.items():
+        for r in compared:
+            summary.setdefault((r.kind, r.phase), []).append((r.ratio, name, r.exact))
+    summary_rows = [[kind, phase, "exact" if all(e for *_, e in found) else "convention",
+                     _range([ratio for ratio, *_ in found]), str(len(found)),
+                     ELEMENTWISE_WHY.get((kind, phase), "")]
+                    for (kind, phase), found in sorted(summary.items(),
+                                                       key=lambda item: (item[0][0], item[0][1] != "forward"))]
+    md = ["## Non-matmul FLOPs against torch's decomposition", "",
+          "blockalg's \"other\" FLOPs (norms, softmax, activations, biases, adds) and the "
+          "backward's non-matmul work come from per-element costs in the op registry. Here they "
+          "stand beside an independent count: the built model run on the meta device through "
+          "torch's core ATen decompositions (plus torch's own decompositions of layer_norm, "
+          "softmax, gelu, silu and addmm), each pointwise op counted by its output elements, each "
+          "reduction by N − M, each scatter-add by its values, booked to the graph node whose "
+          "module ran it (`blockalg check` does the same per variant). Where the registry claims "
+          "exactness (adds, edge scales, embeddings, gradient sums at forks and tied weights) the "
+          "two are equal; elsewhere the registry keeps its convention (FLOPs as the papers write "
+          "the arithmetic, per-row scalars dropped) and the ratio is reported. One sequence, "
+          "batch 1; the loss is outside both.", "",
+          f"### {VARIANT} at {preset}", "", _headline(rows, preset), "",
+          folder.add_table("tables/elementwise", Table(
+              f"Non-matmul FLOPs of {VARIANT} at {preset} per op kind: blockalg's registry and "
+              f"torch's decomposition", headers, elementwise_rows(rows, counts), align="llrrrl")), "",
+          f"### Every catalog variant at tiny ({len(variants)} variants)", "",
+          folder.add_table("tables/elementwise_summary", Table(
+              "decomposition / blockalg per op kind at tiny, over the catalog (min–max)",
+              ["op kind", "phase", "claim", "ratio at tiny", "variants", "why they differ"],
+              summary_rows, align="lllrrl")), "",
+          "Per variant: [tables/elementwise_catalog.md](tables/elementwise_catalog.md).", ""]
+    folder.add_table("tables/elementwise_catalog", Table(
+        "Non-matmul FLOPs per variant and op kind at tiny: blockalg and torch's decomposition",
+        ["variant", *headers],
+        [[name, *row] for name, compared in catalog_rows.items()
+         for row in elementwise_rows(compared)], align="lllrrrl"))
+    data = {"preset": preset, "variant": VARIANT,
+            "kinds": [{"kind": r.kind, "phase": r.phase, "registry": r.registry,
+                       "decomposition": r.decomposition, "exact": r.exact} for r in rows],
+            "loss": counts.by_kind().get("loss", {}),
+            "catalog_at_tiny": {name: [{"kind": r.kind, "phase": r.phase, "registry": r.registry,
+                                        "decomposition": r.decomposition, "exact": r.exact}
+                                       for r in compared] for name, compared in catalog_rows.items()}}
+    return md, data
+
+
+def _headline(rows, preset) -> str:
+    """The forward totals in one sentence: what the Chinchilla comparison's "other" terms rest on."""
+    registry = sum(r.registry for r in rows if r.phase == "forward")
+    found = sum(r.decomposition for r in rows if r.phase == "forward")
+    return (f"`flops.forward_other` = {format_value(registry)} at {preset}; torch's decomposition "
+            f"performs {format_value(found)} elementwise operations ({percent(sp.Rational(found - registry, registry))} "
+            f"against blockalg): the per-kind conventions nearly cancel in the total, so the "
+            f"Chinchilla comparison below does not hinge on them.")
+
+
+def _range(ratios) -> str:
+    known = [r for r in ratios if r is not None]
+    if not known:
+        return "n/a"
+    low, high = min(known), max(known)
+    return f"{low:.4f}" if f"{low:.4f}" == f"{high:.4f}" else f"{low:.4f}–{high:.4f}"
+
+
 def build(quick: bool = False) -> ReportFolder:
     """Published FLOP/parameter formulas against blockalg's exact pre-LN counts."""
     presets, seq_lens = (QUICK_PRESETS, QUICK_SEQ_LENS) if quick else (PRESET_NAMES, SEQ_LENS)
@@ -421,9 +556,12 @@ def build(quick: bool = False) -> ReportFolder:
                [[f.label, latex_math(f.expr), latex_math(dropped[f.key])] for f in FORMULAS],
                align="lll")), "",
            *reading(err, records, presets, seq_lens), ""]
+    elementwise_md, elementwise_data = elementwise_section(folder, quick)
+    md += elementwise_md
     for f in FORMULAS:
         md += formula_section(folder, f, records, presets, seq_lens)
-    folder.add_json("data.json", json_data(records, presets, seq_lens, dropped))
+    folder.add_json("data.json", {**json_data(records, presets, seq_lens, dropped),
+                                  "elementwise": elementwise_data})
     folder.add_text("README.md", "\n".join(md))
     return folder
 

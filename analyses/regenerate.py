@@ -4,7 +4,8 @@
     python analyses/regenerate.py --check   # exit 1 if a committed text file differs
 
 The test suite runs the same drift check for the symbolic studies (tests/test_report.py and
-tests/test_study_*.py); the warm-up study trains for minutes, so the tests run its --quick mode.
+tests/test_study_*.py); the warm-up study trains for minutes, so the tests run its --quick mode;
+the gradient-scaling test renders the committed data again and measures one of its points.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blockalg.output.report import study_main  # noqa: E402
 
-STUDIES = ("pre_vs_post_ln", "ffn_claims", "flop_formulas", "memory_formulas", "warmup")  # warmup: ~3 min of training
+#: warmup: ~3 min of training; gradient_scaling: a few minutes of forward and backward passes
+STUDIES = ("pre_vs_post_ln", "ffn_claims", "flop_formulas", "memory_formulas", "warmup",
+           "gradient_scaling")
 
 
 def main(argv=None) -> int:

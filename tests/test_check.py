@@ -30,7 +30,8 @@ def by_name(checks):
 
 
 def test_check_gpt2_small_on_meta_passes_with_the_reference_numbers():
-    result = run("check", *VARIANTS, "--preset", "gpt2-small", "--device", "meta", "--format", "json")
+    result = run("check", *VARIANTS, "--preset", "gpt2-small", "--device", "meta", "--no-elementwise",
+                 "--format", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     checks = {v["name"]: {c["name"]: c for c in v["checks"]} for v in data["variants"]}
@@ -41,7 +42,7 @@ def test_check_gpt2_small_on_meta_passes_with_the_reference_numbers():
 
 
 def test_check_gpt3_on_meta():
-    checks = by_name(check("pre-ln", preset="gpt3-175b", device="meta"))
+    checks = by_name(check("pre-ln", preset="gpt3-175b", device="meta", elementwise=False))
     assert all(c.ok for c in checks.values())
     # 96·(12·12288² + 13·12288) + (50257 + 2048 + 2)·12288
     assert checks["params"].measured == 174_604_259_328
@@ -52,7 +53,7 @@ def test_check_gpt3_on_meta():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_check_tiny_on_cpu_runs_real_tensors(variant):
-    checks = by_name(check(variant, preset="tiny", device="cpu"))
+    checks = by_name(check(variant, preset="tiny", device="cpu", elementwise=False))
     assert all(c.ok for c in checks.values()), [c for c in checks.values() if not c.ok]
     assert checks["numerics.finite"].measured == 1
     assert abs(checks["numerics.init_loss"].measured - math.log(512)) < 0.1 * math.log(512)
@@ -70,7 +71,8 @@ def test_cpu_attention_flops_are_counted():
         model(idx)
     # attention scores and mix: 2 layers × 2 products × 2·4 heads·64²·16 = 1,048,576
     assert ours.get_total_flops() - plain.get_total_flops() == 2 * 2 * 2 * 4 * 64**2 * 16
-    assert ours.get_total_flops() == by_name(check("pre-ln", dims, device="cpu"))["flops.forward_matmul"].predicted
+    assert ours.get_total_flops() == by_name(check("pre-ln", dims, device="cpu", elementwise=False))[
+        "flops.forward_matmul"].predicted
 
 
 def test_a_wrong_formula_makes_check_fail_and_exit_1(monkeypatch):
@@ -80,7 +82,7 @@ def test_a_wrong_formula_makes_check_fail_and_exit_1(monkeypatch):
     layernorm = get_op("layernorm")
     original_params = layernorm.params
     monkeypatch.setattr(layernorm, "params", lambda attrs: {**original_params(attrs), "extra": 1})
-    result = run("check", "pre-ln", "--preset", "tiny", "--format", "json")
+    result = run("check", "pre-ln", "--preset", "tiny", "--no-elementwise", "--format", "json")
     assert result.exit_code == 1
     failed = {c["name"] for c in json.loads(result.stdout)["variants"][0]["checks"] if not c["ok"]}
     assert {"params", "params.norm", "params.leaves", "flops.forward_matmul"} <= failed
@@ -158,7 +160,8 @@ def test_gqa_and_a_scaled_edge_build_and_check(tmp_path):
     next(e for e in data["edges"] if e["source"] == "x" and e["target"] == "add_1")["scale"] = "(2*L)**(1/4)"
     path = tmp_path / "scaled.json"
     path.write_text(json.dumps(data))
-    result = run("check", str(path), "--preset", "tiny", "--set", "n_kv_heads=2", "--device", "cpu", "--format", "json")
+    result = run("check", str(path), "--preset", "tiny", "--set", "n_kv_heads=2", "--device", "cpu",
+                 "--format", "json")
     assert result.exit_code == 0, result.output
 
 

@@ -37,3 +37,13 @@ def test_gradients_command_writes_json_and_a_png(tmp_path):
     assert [v["name"] for v in data["variants"]] == ["pre-ln", "post-ln"]
     assert len(data["variants"][0]["weights"]["ffn.proj"]["mean"]) == 2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_gradients_command_runs_xiong_et_als_setting():
+    result = CliRunner().invoke(main, ["gradients", "pre-ln", "--preset", "tiny", "--seeds", "1",
+                                       "--init", "xiong", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["init"] == "xiong" and data["variants"][0]["init"] == "xiong"
+    # unit-variance embeddings and Xavier weights: the loss at init is far above GPT-2 init's ln V
+    assert data["variants"][0]["losses"][0] > 1.5 * math.log(512)

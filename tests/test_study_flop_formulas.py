@@ -65,3 +65,13 @@ def test_identities_and_signs(quick):
 
 def test_full_build_reproduces_the_committed_report():
     assert flop_formulas.build().differences(REPORTS / "flop_formulas") == []
+
+
+def test_the_elementwise_section_sets_the_registry_beside_torchs_decomposition(quick):
+    folder, data, _ = quick
+    kinds = {(k["kind"], k["phase"]): k for k in data["elementwise"]["kinds"]}
+    # residual adds: 2 per layer, s·d each, at tiny (s = d = 64, L = 2), by both counts
+    assert kinds["add", "forward"]["registry"] == kinds["add", "forward"]["decomposition"] == 2 * 2 * 64 * 64
+    assert kinds["layernorm", "forward"]["registry"] == 7 * 5 * 64 * 64  # 5 norms, 7 FLOPs an element
+    assert data["elementwise"]["loss"]["forward"] > 0
+    assert "## Non-matmul FLOPs against torch's decomposition" in folder.files["README.md"].decode()

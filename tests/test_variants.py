@@ -21,7 +21,8 @@ def test_the_catalog_is_broad():
 @pytest.mark.parametrize("variant", NAMES)
 @pytest.mark.parametrize("preset,device", [("gpt2-small", "meta"), ("gpt2-xl", "meta"), ("tiny", "cpu")])
 def test_every_variant_passes_every_check(variant, preset, device):
-    failed = [c for c in check(variant, preset=preset, device=device) if not c.ok]
+    # the elementwise count (a make_fx trace, ~0.1 s a layer) runs at tiny: tests/test_elementwise.py
+    failed = [c for c in check(variant, preset=preset, device=device, elementwise=False) if not c.ok]
     assert not failed, failed
 
 

@@ -26,7 +26,8 @@ from .paths import PATH_KEYS, PathStats, path_stats
 PARAM_KEYS = ("total", "active", "per_block", *COMPONENTS)
 #: The memory figures ``compare`` shows (:meth:`Analysis.add_memory`), bytes at its default setting.
 MEMORY_KEYS = ("weights", "gradients", "optimizer", "activations", "peak_training", "kv_cache")
-FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal")
+FLOP_KEYS = ("forward_matmul", "backward_matmul", "forward_other", "backward_other",
+             "forward_matmul_causal")
 
 
 def quantity_keys() -> list[str]:

@@ -13,6 +13,7 @@ import sys
 import click
 import sympy as sp
 
+from ..graphs.graph import INIT_SCHEMES
 from ..graphs.presets import DEFAULT_PRESET, preset_names
 from ..output.render import Table, graph_to_dot, graph_to_mermaid, graph_to_text
 from ..output.tables import (
@@ -146,10 +147,13 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
 @dims_options
 @device_option
 @training_options
+@click.option("--elementwise/--no-elementwise", default=True, show_default=True,
+              help="Also count the non-matmul work on torch's decomposition of the model (meta "
+                   "device; about 0.1 s per layer).")
 @format_option(*TABLE_FORMATS, "json")
 @accepts_modules
 def check_command(variants, preset, assignments, hf_config, device, dtype, optimizer, recompute,
-                  attention, fmt):
+                  attention, elementwise, fmt):
     """Build each of VARIANTS as a torch model and check every number against the prediction.
 
     Prints predicted, measured and pass/fail per check; exits 1 if any check fails. The memory
@@ -160,7 +164,7 @@ def check_command(variants, preset, assignments, hf_config, device, dtype, optim
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
     setting = Setting(dtype=dtype, optimizer=optimizer, recompute=recompute, attention=attention)
     with progress(graphs, "checking") as bar:
-        checks = [_run_checks(graph, dims, device, setting) for graph in bar]
+        checks = [_run_checks(graph, dims, device, setting, elementwise) for graph in bar]
     if fmt == "json":
         click.echo(json.dumps({"preset": preset, "dims": dims, "device": device,
                                "setting": setting.to_dict(), "variants": [
@@ -239,12 +243,16 @@ def paths_command(variants, preset, assignments, hf_config, layers, detail, fmt)
               show_default=True, help="Std of the weight init (GPT-2: 0.02; try d_model**-0.5).")
 @click.option("--residual-scaling/--no-residual-scaling", default=True, show_default=True,
               help="GPT-2's 1/sqrt(2L) on the residual projections' init.")
+@click.option("--init", "init", type=click.Choice(INIT_SCHEMES), default=None,
+              help="Initialisation scheme instead of the graph's own; xiong: Xiong et al. 2020's "
+                   "setting (Xavier weights, unit-variance embeddings, no depth scaling; "
+                   "--init-std and --residual-scaling do not apply).")
 @click.option("--plot", type=click.Path(dir_okay=False), callback=lambda ctx, param, value:
               _figure_path(value), help="Save a figure (.png, .svg or .pdf).")
 @format_option(*TABLE_FORMATS, "json")
 @accepts_modules
 def gradients_command(variants, preset, assignments, hf_config, device, seeds, batch, init_std,
-                      residual_scaling, plot, fmt):
+                      residual_scaling, init, plot, fmt):
     """Per-layer gradient norms at initialisation (Xiong et al. 2020, Fig. 3).
 
     Expected: post-LN gradient norms grow toward the output layers, pre-LN stay roughly flat.
@@ -258,14 +266,16 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
     with progress(graphs, "measuring") as bar:
         results = [gradient_norms(graph, dims, seeds=tuple(range(seeds)), batch=batch,
-                                  device=device, init_std=init_std, residual_scaling=residual_scaling)
+                                  device=device, init_std=init_std, residual_scaling=residual_scaling,
+                                  init=init)
                    for graph in bar]
     if plot:
         save_figure(gradient_figure(results), plot)
         click.echo(f"wrote {plot}", err=True)
     if fmt == "json":
         click.echo(json.dumps({"preset": preset, "dims": dims, "device": device, "batch": batch,
-                               "init_std": init_std, "residual_scaling": residual_scaling,
+                               "init": init, "init_std": init_std,
+                               "residual_scaling": residual_scaling,
                                "variants": [r.to_dict() for r in results]}, indent=2))
         return
     for title, pick in (("‖∇W‖ of the FFN's W2", lambda r: r.weights[r.headline]),
@@ -277,11 +287,14 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
         rows.append(["last/first", *("n/a" if r.trend(pick(r)) is None else f"{r.trend(pick(r)):.3g}"
                                      for r in results)])
         scaling = "" if residual_scaling else " without residual scaling"
-        click.echo(Table(f"{title} · preset {preset}, init std {init_std:g}{scaling}, {seeds} seeds, "
+        setting = f"init {init}" if init == "xiong" else f"init std {init_std:g}{scaling}"
+        click.echo(Table(f"{title} · preset {preset}, {setting}, {seeds} seeds, "
                          f"batch {batch} (mean ± std)", headers, rows).render(fmt))
         click.echo()
     click.echo("Expected (Xiong et al. 2020): post-LN grows toward the output (last/first > 1), "
-               "pre-LN stays roughly flat (≈ 1).")
+               "pre-LN stays roughly flat (≈ 1). Theorem 1: the last layer's W2 gradient falls "
+               "like 1/sqrt(L) with depth in pre-LN and does not in post-LN "
+               "(analyses/gradient_scaling.py).")
 
 
 def _figure_path(value):
@@ -337,10 +350,10 @@ def _report_drift(folder, out) -> int:
     return 1 if differing else 0
 
 
-def _run_checks(graph, dims, device, memory=None):
+def _run_checks(graph, dims, device, memory=None, elementwise=False):
     from ..model.check import check
 
-    return check(graph, dims, device=device, memory=memory)
+    return check(graph, dims, device=device, memory=memory, elementwise=elementwise)
 
 
 def _exit_code(checks) -> int:

@@ -47,7 +47,7 @@ MODEL_DEFAULTS = {"final_norm": None, "positions": "learned", "tied_embeddings":
                   "init": "gpt2", "position_offset": 0, "streams": None, "head": None}
 STREAM_INITS = ("embedding", "zero")
 POSITIONS = ("learned", "none")
-INIT_SCHEMES = ("gpt2", "deepnorm")  # implemented in blockalg.model.modules.INITS
+INIT_SCHEMES = ("gpt2", "deepnorm", "xiong")  # implemented by blockalg.model.modules.Init
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

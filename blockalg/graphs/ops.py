@@ -10,6 +10,10 @@ Each entry states, in one place, what every stage needs from a node of that kind
 * ``saves_input`` / ``saves_output`` / ``saved_activations``: what backward keeps, as the torch
   half computes it; ``buffers``, ``kv_cache``, ``decode_matmul``, ``decode_reads``: the other
   memory and inference figures (conventions below);
+* ``forward_matmul`` / ``backward_matmul`` / ``forward_other`` / ``backward_other``: FLOPs for one
+  sequence; ``backward_accumulation``: the gradient sums the op's own reuse of a tensor causes;
+  ``exact_phases``: where ``forward_other``/``backward_other`` claim to equal torch's decomposition
+  count exactly (:mod:`blockalg.model.elementwise`; elsewhere they are a documented convention);
 * the torch half lives in :mod:`blockalg.model.modules`: a module class registered for the
   op's name with ``@torch_module(name)``; the two halves meet by name only.
 
@@ -24,7 +28,14 @@ Conventions (NB: these are the ones ``torch.utils.flop_counter.FlopCounterMode``
   count (only the s(s+1)/2 unmasked scores) is reported separately;
 * backward matmul FLOPs are 2× forward (one product for the input gradient, one for the weight);
 * "other" FLOPs use the per-element costs below. Per-row scalars (a mean's division, an rsqrt) are
-  not counted. Embedding lookups are gathers: 0 FLOPs.
+  not counted. Embedding lookups are gathers: 0 FLOPs; their backward is a scatter-add, 1 per
+  element;
+* backward "other" FLOPs use the per-element costs of torch's own backward formulas (its
+  decompositions in ``torch._decomp``, read op by op below), per-row and per-column scalars dropped
+  as in the forward (a bias gradient, the sum of s·w elements to w, counts s·w). When a tensor is
+  used twice its two gradients are summed: that sum is booked apart, as gradient accumulation
+  (:meth:`OpKind.backward_accumulation` inside an op, graph forks and tied weights in
+  :mod:`blockalg.analysis.flops`), because torch's autograd engine, not the op, performs it.
 
 Memory conventions: elements are counted for one training step of ``batch`` sequences of
 ``seq_len`` tokens (a few saved tensors, such as rotary tables and position indices, do not grow
@@ -65,6 +76,9 @@ from .symbols import (
     vocab,
 )
 
+#: The two passes whose "other" FLOPs the registry states.
+PHASES = ("forward", "backward")
+
 # Roles in gradient paths.
 INPUT, OUTPUT, NORM, ATTENTION, FFN, IDENTITY, EMBEDDING = (
     "input", "output", "norm", "attention", "ffn", "identity", "embedding")
@@ -104,6 +118,27 @@ def merge(*parts: Mapping) -> dict[str, sp.Expr]:
         for key, count in part.items():
             total[key] = total.get(key, sp.Integer(0)) + count
     return {key: sp.sympify(count) for key, count in total.items() if count != 0}
+
+# Per-element costs of the backward's non-matmul work, read off torch's decompositions.
+#: native_layer_norm_backward without the affine part: x̂ again (sub, mul), ·N, two row sums,
+#: g·x̂, x̂·Σ, two subtractions, ·rstd/N
+LAYERNORM_BACKWARD_FLOPS = 10
+#: nn.RMSNorm's composite backward without the gain: g·r, g·x and its row sum, the mean's 1/d,
+#: the square's 2·x·g (pow, ·2, ·g)
+RMSNORM_BACKWARD_FLOPS = 7
+AFFINE_GAIN_BACKWARD_FLOPS = 3  # g·w for the input; g·x̂ and its sum over tokens for the weight
+BIAS_BACKWARD_FLOPS = 1  # the sum over tokens
+SOFTMAX_BACKWARD_FLOPS = 4  # _softmax_backward_data: g·p, row sum, subtract, ·p
+SCORE_SCALE_BACKWARD_FLOPS = 1
+#: gelu_backward (tanh) recomputes the inner polynomial and tanh: 12 mul, 4 add, 1 sub, 1 tanh;
+#: silu_backward: sigmoid, 1 − σ, x·(1 − σ), + 1, σ·(...), ·g; relu: a select (threshold_backward)
+ACTIVATION_BACKWARD_FLOPS = {"relu": 1, "gelu": 18, "silu": 6}
+GATE_BACKWARD_FLOPS = 2  # act(gate) ⊙ fc: one product per input gradient
+ROTARY_BACKWARD_FLOPS = 3  # g·cos, g·sin, the rotation's sign, per rotated element
+SCATTER_ADD_FLOPS = 1  # an embedding's backward adds each gradient row into the table
+#: DyT: g·γ, and g·tanh summed for γ; tanh_backward g·(1 − y²) (3); g·α, and g·x summed for α;
+#: the sum for β
+DYT_BACKWARD_FLOPS = 10
 
 
 def matmul_flops(m, k, n) -> sp.Expr:
@@ -196,6 +231,21 @@ class OpKind:
         """Parameter elements one decoding step of ``batch`` sequences reads."""
         return self.active_params(attrs)
 
+    def backward_other(self, attrs: Mapping, n_inputs: int) -> sp.Expr:
+        """Non-matmul FLOPs of the backward pass (the gradients' elementwise work), the sums of
+        gradients of reused tensors excluded (:meth:`backward_accumulation`)."""
+        return sp.Integer(0)
+
+    def backward_accumulation(self, attrs: Mapping) -> sp.Expr:
+        """Elements of gradient sums the op's own implementation causes by using a tensor twice
+        (RMSNorm's input feeds the square and the product): torch's autograd engine adds them."""
+        return sp.Integer(0)
+
+    def exact_phases(self, attrs: Mapping) -> tuple[str, ...]:
+        """The phases (``"forward"``, ``"backward"``) in which :meth:`forward_other` and
+        :meth:`backward_other` equal the count of torch's decomposition exactly; in the others
+        they are this module's per-element convention, reported beside that count."""
+        return ()
 
     def with_defaults(self, attrs: Mapping) -> dict:
         """``attrs`` completed with this op's defaults (attributes outside the schema are dropped)."""
@@ -250,6 +300,9 @@ class Input(OpKind):
     name, role, arity = "input", INPUT, (0, 0)
     attributes = {"stream": ("x", str)}
 
+    def exact_phases(self, attrs):
+        return PHASES
+
 
 
 @register
@@ -258,6 +311,9 @@ class Output(OpKind):
 
     name, role, arity = "output", OUTPUT, (1, 1)
     attributes = {"stream": ("x", str)}
+
+    def exact_phases(self, attrs):
+        return PHASES
 
 
 
@@ -269,6 +325,9 @@ class Add(OpKind):
 
     def forward_other(self, attrs, n_inputs):
         return (n_inputs - 1) * seq_len * d_model
+
+    def exact_phases(self, attrs):
+        return PHASES  # the backward passes the gradient to every input: no work
 
 
 
@@ -292,6 +351,15 @@ class Scale(OpKind):
 
     def buffers(self, attrs):
         return sp.Integer(0) if attrs["learnable"] else sp.Integer(1)  # the constant, a 0-d tensor
+
+    def backward_other(self, attrs, n_inputs):
+        # g·w for the input; a learned weight adds g·x and its sum
+        return (1 if attrs["learnable"] is None else 3) * seq_len * d_model
+
+    def exact_phases(self, attrs):
+        # NB: a learned weight's gradient sums s·d products into 1 or d: the decomposition counts
+        # s·d − 1 (or − d) additions there
+        return PHASES if attrs["learnable"] is None else ("forward",)
 
 
 
@@ -324,6 +392,14 @@ class _Norm(OpKind):
         """What the norm keeps inside itself over ``rows`` × ``width`` elements."""
         raise NotImplementedError
 
+    def backward_per_element(self, attrs) -> int:
+        """Non-matmul backward FLOPs per normalised element (gradient sums excluded)."""
+        raise NotImplementedError
+
+    def reused_per_element(self, attrs) -> int:
+        """Gradient sums per normalised element: extra uses of the input in the implementation."""
+        return 0
+
     def params(self, attrs):
         return self.params_at(WIDTHS[attrs["width"]], attrs)
 
@@ -333,6 +409,12 @@ class _Norm(OpKind):
     def saved_activations(self, attrs, n_inputs, attention_path=EAGER, *, reduced=False,
                           selective=False):
         return self.saved_at(ROWS, WIDTHS[attrs["width"]], attrs, reduced)
+
+    def backward_other(self, attrs, n_inputs):
+        return self.backward_per_element(attrs) * seq_len * WIDTHS[attrs["width"]]
+
+    def backward_accumulation(self, attrs):
+        return self.reused_per_element(attrs) * seq_len * WIDTHS[attrs["width"]]
 
 
 @register
@@ -357,6 +439,10 @@ class LayerNormOp(_Norm):
         # keeps them in the input's dtype (2·rows·2 bytes fewer per norm there).
         return {F32: 2 * rows}
 
+    def backward_per_element(self, attrs):
+        return (LAYERNORM_BACKWARD_FLOPS + AFFINE_GAIN_BACKWARD_FLOPS
+                + (BIAS_BACKWARD_FLOPS if attrs["bias"] else 0))
+
 
 @register
 class RMSNormOp(_Norm):
@@ -380,6 +466,12 @@ class RMSNormOp(_Norm):
             return {F32: 2 * rows * width + rows}  # fp32 copy of x, x·rstd, rstd
         return {ACT: rows * width, F32: rows}
 
+    def backward_per_element(self, attrs):
+        return RMSNORM_BACKWARD_FLOPS + AFFINE_GAIN_BACKWARD_FLOPS
+
+    def reused_per_element(self, attrs):
+        return 1  # torch's RMSNorm is composite: x feeds x² and x·rsqrt(mean(x²) + eps)
+
 
 @register
 class DyTOp(_Norm):
@@ -401,6 +493,12 @@ class DyTOp(_Norm):
 
     def saved_at(self, rows, width, attrs, reduced):
         return {ACT: rows * width}  # tanh's result, kept by tanh and by γ's product
+
+    def backward_per_element(self, attrs):
+        return DYT_BACKWARD_FLOPS
+
+    def exact_phases(self, attrs):
+        return ("forward",)  # α·x, tanh, ·γ, + β: four pointwise ops in torch too
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,16 +567,39 @@ class AttentionOp(OpKind):
         # NB: 2× every product, plus q·kᵀ once more: 2.5× the scores-and-mix part.
         return self.backward_matmul(attrs, n_inputs) + self._scores_and_mix(seq_len**2) / 2
 
+    def _biases(self, attrs):
+        """Elements of the biases' outputs: the bias adds, and their gradients' sums."""
+        return (seq_len * (n_heads + 2 * n_kv_heads) * d_head if attrs["bias"] else 0) \
+            + (seq_len * d_model if self.proj_bias(attrs) else 0)
+
+    def _qk_norm(self, attrs, per_element):
+        return sum((per_element(norm, norm_attrs) * seq_len * width
+                    for _, norm, norm_attrs, width in self._qk_norms(attrs)), sp.Integer(0))
+
+    @staticmethod
+    def _qk(attrs):
+        """Elements of q and k (what rotary positions rotate)."""
+        return seq_len * (n_heads + n_kv_heads) * d_head if attrs["rotary"] else 0
+
     def forward_other(self, attrs, n_inputs):
         scores = n_heads * seq_len**2
-        qk = seq_len * (n_heads + n_kv_heads) * d_head  # elements of q and k
-        biases = (seq_len * (n_heads + 2 * n_kv_heads) * d_head if attrs["bias"] else 0) \
-            + (seq_len * d_model if self.proj_bias(attrs) else 0)
-        qk_norm = sum((norm.other_per_element(norm_attrs) * seq_len * width
-                       for _, norm, norm_attrs, width in self._qk_norms(attrs)), sp.Integer(0))
-        rotary = ROTARY_FLOPS * qk if attrs["rotary"] else 0
+        qk_norm = self._qk_norm(attrs, lambda norm, a: norm.other_per_element(a))
         head_scale = seq_len * n_heads * d_head if attrs["head_scale"] else 0
-        return (SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + biases + qk_norm + rotary + head_scale
+        return ((SCORE_SCALE_FLOPS + SOFTMAX_FLOPS) * scores + self._biases(attrs) + qk_norm
+                + ROTARY_FLOPS * self._qk(attrs) + head_scale)
+
+    def backward_other(self, attrs, n_inputs):
+        scores = n_heads * seq_len**2
+        qk_norm = self._qk_norm(attrs, lambda norm, a: norm.backward_per_element(a))
+        # NB: the head scale's backward is g·w for the input, g·y and its sum for the weight
+        head_scale = 3 * seq_len * n_heads * d_head if attrs["head_scale"] else 0
+        return ((SCORE_SCALE_BACKWARD_FLOPS + SOFTMAX_BACKWARD_FLOPS) * scores
+                + BIAS_BACKWARD_FLOPS * self._biases(attrs) + qk_norm
+                + ROTARY_BACKWARD_FLOPS * self._qk(attrs) + head_scale)
+
+    def backward_accumulation(self, attrs):
+        # rotary: q (and k) feed x·cos and the rotated half; an RMS qk-norm reuses its input
+        return self._qk(attrs) + self._qk_norm(attrs, lambda norm, a: norm.reused_per_element(a))
 
     def core_matmul(self, attrs) -> sp.Expr:
         """Matmul FLOPs of the attention core (scores and weighted sum): what selective
@@ -587,6 +708,16 @@ class FFNUpOp(OpKind):
                           selective=False):
         return merge({ACT: self.hidden_saved(attrs) * ROWS * d_ff})
 
+    def backward_other(self, attrs, n_inputs):
+        hidden = seq_len * d_ff
+        gated = attrs["gated"]
+        biases = (2 if gated else 1) * hidden if attrs["bias"] else 0
+        return (ACTIVATION_BACKWARD_FLOPS[attrs["activation"]] * hidden
+                + (GATE_BACKWARD_FLOPS * hidden if gated else 0) + BIAS_BACKWARD_FLOPS * biases)
+
+    def backward_accumulation(self, attrs):
+        return seq_len * d_model if attrs["gated"] else sp.Integer(0)  # x feeds fc and gate
+
 
 
 @register
@@ -613,6 +744,12 @@ class FFNDownOp(OpKind):
 
     def saves_input(self, attrs, reduced=False):
         return True
+
+    def backward_other(self, attrs, n_inputs):
+        return BIAS_BACKWARD_FLOPS * seq_len * d_model if attrs["bias"] else 0
+
+    def exact_phases(self, attrs):
+        return ("forward",)
 
 
 
@@ -646,6 +783,12 @@ class FFNOp(OpKind):
                           selective=False):
         # and the up half's output, which proj keeps
         return merge({ACT: (FFNUpOp.hidden_saved(attrs) + 1) * ROWS * d_ff})
+
+    def backward_other(self, attrs, n_inputs):
+        return sum(op.backward_other(a, 1) for op, a in self._halves(attrs))
+
+    def backward_accumulation(self, attrs):
+        return get_op("ffn_up").backward_accumulation(attrs)
 
 
 
@@ -703,6 +846,17 @@ class MoEOp(OpKind):
         return merge({ACT: ROWS * n_experts + routed + ROWS + routed * (3 * d_model + 1 + hidden * d_ff),
                       I64: routed + 2 * routed})
 
+    def backward_other(self, attrs, n_inputs):
+        ffn, expert = self._expert(attrs)
+        router = SOFTMAX_BACKWARD_FLOPS * seq_len * n_experts + 2 * seq_len * top_k
+        combine = 3 * seq_len * top_k * d_model  # g·w to the experts; g·out and its sum to w
+        return router + top_k * ffn.backward_other(expert, 1) + combine
+
+    def backward_accumulation(self, attrs):
+        ffn, expert = self._expert(attrs)
+        # x feeds the router and the experts; the routing weights feed their sum and the division
+        return seq_len * d_model + seq_len * top_k + top_k * ffn.backward_accumulation(expert)
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -724,6 +878,12 @@ class TokenEmbedding(OpKind):
 
     def decode_reads(self, attrs):
         return batch * d_model  # one row per sequence
+
+    def backward_other(self, attrs, n_inputs):
+        return SCATTER_ADD_FLOPS * seq_len * d_model
+
+    def exact_phases(self, attrs):
+        return PHASES
 
 
 
@@ -748,6 +908,12 @@ class PositionEmbedding(OpKind):
 
     def decode_reads(self, attrs):
         return d_model  # the row of the position being decoded
+
+    def backward_other(self, attrs, n_inputs):
+        return SCATTER_ADD_FLOPS * seq_len * d_model
+
+    def exact_phases(self, attrs):
+        return PHASES
 
 
 
@@ -774,4 +940,7 @@ class Unembedding(OpKind):
 
     def decode_reads(self, attrs):
         return vocab * d_model  # the whole table, tied or not
+
+    def exact_phases(self, attrs):
+        return PHASES  # no elementwise work; a tied weight's gradient sum is booked apart
 

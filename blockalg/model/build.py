@@ -14,6 +14,8 @@ Initialisation per ``init`` scheme (a graph attribute):
   original Transformer used Xavier-uniform. Both are left for later variants to name.
 * ``deepnorm`` (deepnorm): Xavier-normal with gain β = (8L)^(-1/4) on the value and output
   projections and the FFN, gain 1 on q and k (Wang et al. 2022).
+* ``xiong`` (any graph, with ``init="xiong"``): the setting of Xiong et al. 2020's Theorem 1,
+  Xavier-uniform weights, unit-variance embeddings, no depth scaling (:class:`Init`).
 
 >>> import torch
 >>> model = build_model("pre-ln", preset="tiny", device="meta")
@@ -32,6 +34,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import BlockalgError
 from ..graphs.expr import evaluate, numeric_value
 from ..graphs.graph import (
+    INIT_SCHEMES,
     edge_scale,
     model_nodes,
     model_streams,
@@ -139,12 +142,13 @@ class GPT(nn.Module):
 
 def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET,
                 device="cpu", dtype=None, seed: int | None = None, init_std: float = 0.02,
-                residual_scaling: bool = True, **overrides) -> GPT:
+                residual_scaling: bool = True, init: str | None = None, **overrides) -> GPT:
     """The runnable model of ``variant`` (a catalog name, a graph file path or a graph).
 
     ``dims`` (as from :func:`blockalg.graphs.presets.resolve_dims`) or ``preset`` plus keyword overrides
     give the shape; ``device="meta"`` builds without memory, at any size. ``init_std`` replaces
-    GPT-2's 0.02; ``residual_scaling=False`` drops the 1/sqrt(2L) factor of residual projections.
+    GPT-2's 0.02; ``residual_scaling=False`` drops the 1/sqrt(2L) factor of residual projections;
+    ``init`` replaces the graph's initialisation scheme (``"gpt2"``, ``"deepnorm"``, ``"xiong"``).
     """
     graph, dims = resolve(variant, preset, dims, **overrides)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -153,7 +157,10 @@ def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRES
         torch.manual_seed(seed)
     with torch.device(device):
         model = GPT(graph, dims)
+    scheme = init or graph.graph.get("init", "gpt2")
+    if scheme not in INIT_SCHEMES:
+        raise BlockalgError(f"unknown init scheme '{scheme}' (known: {', '.join(INIT_SCHEMES)})")
     if torch.device(device).type != "meta":  # meta tensors hold no values to initialise
-        init_model_(model, Init(graph.graph.get("init", "gpt2"), dims["n_layers"], init_std,
-                                residual_scaling))
+        init_model_(model, Init(scheme, dims["n_layers"], init_std, residual_scaling,
+                                n_tables=1 if model.wpe is None else 2))
     return model.to(dtype=dtype) if dtype is not None else model

@@ -11,6 +11,12 @@ Each :class:`Check` holds a name, the predicted number, the measured one and whe
 * ``paths.generating_function``: the whole built model, traced and collapsed, has the path
   generating function T**L · final of :mod:`blockalg.analysis.paths` (predicted/measured: number
   of paths, exact; the polynomials are compared at random points, see :func:`check_paths`);
+* ``flops.forward_other.<kind>`` / ``flops.backward_other.<kind>`` (``elementwise=True``): the
+  elementwise work of one sequence, counted on torch's own decomposition of the built model
+  (:mod:`blockalg.model.elementwise`), against the registry's non-matmul FLOPs per op kind: equal
+  where the registry claims exactness, otherwise reported with the ratio (and failing only when
+  one side counts work the other does not); ``flops.forward_other`` / ``flops.backward_other``:
+  the totals, passing when every kind does;
 * ``numerics.finite`` and ``numerics.init_loss`` (not on meta): a forward/backward on random tokens is
   finite and the loss at initialisation is within 10% of ln(vocab);
 * ``original.params``, ``original.flops.forward_matmul`` and ``original.flops.backward_matmul``, for a
@@ -26,8 +32,10 @@ On real CPU tensors torch 2.13 runs ``_scaled_dot_product_flash_attention_for_cp
 torch uses for its other fused kernels, whose backward recomputes the scores (2.5× forward). The
 backend that ran is read from the counted ops and the prediction made for it.
 
->>> [c.ok for c in check("pre-ln", preset="tiny", device="meta")]
+>>> [c.ok for c in check("pre-ln", preset="tiny", device="meta", elementwise=False)]
 [True, True, True, True, True, True, True, True, True, True, True]
+>>> [c.name for c in check("pre-ln", preset="tiny") if not c.ok]
+[]
 """
 
 from __future__ import annotations
@@ -67,12 +75,14 @@ INIT_LOSS_TOLERANCE = 0.1  # relative to ln(vocab)
 
 
 def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, device: str = "meta",
-          seed: int = 0, memory=None, **overrides) -> list[Check]:
-    """Build ``variant`` at ``dims`` on ``device`` and run every check (the memory checks too
-    when ``memory`` gives their setting)."""
+          seed: int = 0, memory=None, elementwise: bool = True, **overrides) -> list[Check]:
+    """Build ``variant`` at ``dims`` on ``device`` and run every check (``elementwise``: also
+    count the non-matmul work on torch's decomposition, about 0.1 s per layer here; the memory
+    checks too when ``memory`` gives their setting)."""
     graph, dims = resolve(variant, preset, dims, **overrides)
     model = build_model(graph, dims, device=device, seed=seed)
     checks = [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
+              *(check_elementwise(graph, dims) if elementwise else []),
               check_structure(graph, model), check_paths(graph, model),
               *check_numerics(model, dims, device, seed)]
     if getattr(graph, "factory", None) is not None:  # imported from PyTorch: measure the original
@@ -134,6 +144,32 @@ def check_flops(graph, model, dims, device) -> list[Check]:
                   predicted_forward == forward.get_total_flops()),
             Check("flops.backward_matmul", predicted_backward, backward.get_total_flops(),
                   predicted_backward == backward.get_total_flops(), backend)]
+
+
+def check_elementwise(graph, dims) -> list[Check]:
+    """Non-matmul FLOPs per op kind and phase against torch's decomposition (on the meta device),
+    then the totals; see :mod:`blockalg.model.elementwise`."""
+    from ..graphs.ops import PHASES
+    from .elementwise import compare
+
+    rows = compare(graph, dims)
+    checks = []
+    for phase in PHASES:
+        mine = [r for r in rows if r.phase == phase]
+        checks += [Check(f"flops.{phase}_other.{r.kind}", r.registry, r.decomposition, r.ok,
+                         _elementwise_note(r)) for r in mine]
+        registry, found = sum(r.registry for r in mine), sum(r.decomposition for r in mine)
+        ratio = f"decomposition/registry {found / registry:.4g}; " if registry else ""
+        checks.append(Check(f"flops.{phase}_other", registry, found, all(r.ok for r in mine),
+                            f"{ratio}one sequence, per op kind above"))
+    return checks
+
+
+def _elementwise_note(row) -> str:
+    if row.exact:
+        return "exact (torch decomposition)"
+    ratio = "n/a" if row.ratio is None else f"{row.ratio:.4g}"
+    return f"convention; decomposition/registry {ratio}"
 
 
 def collapse_trace(module, is_node, concrete_args=None, input_names=()) -> nx.DiGraph:

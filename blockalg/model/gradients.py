@@ -39,6 +39,7 @@ class GradientNorms:
     init_std: float = 0.02
     residual_scaling: bool = True
     ffn_outputs: tuple[str, ...] = ()
+    init: str | None = None  # the scheme, when not the graph's own
 
     def mean(self, series: list[list[float]]) -> list[float]:
         return [statistics.fmean(column) for column in zip(*series)]
@@ -58,7 +59,8 @@ class GradientNorms:
         return statistics.fmean(ratios) if ratios else None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "seeds": list(self.seeds), "init_std": self.init_std,
+        return {"name": self.name, "seeds": list(self.seeds), "init": self.init,
+                "init_std": self.init_std,
                 "residual_scaling": self.residual_scaling,
                 "losses": self.losses,
                 "weights": {leaf: {"per_seed": s, "mean": self.mean(s), "std": self.std(s),
@@ -71,10 +73,12 @@ class GradientNorms:
 
 def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET,
                    seeds=(0, 1, 2), batch: int = 8, device: str = "cpu", init_std: float = 0.02,
-                   residual_scaling: bool = True, **overrides) -> GradientNorms:
+                   residual_scaling: bool = True, init: str | None = None,
+                   **overrides) -> GradientNorms:
     """Measure per-layer gradient norms at init of ``variant`` over ``seeds`` (``init_std``: the
     std of the weight init, GPT-2's 0.02 by default; ``residual_scaling``: GPT-2's 1/sqrt(2L) on
-    residual projections)."""
+    residual projections; ``init``: another scheme than the graph's, e.g. ``"xiong"``, the
+    setting of Xiong et al. 2020's Theorem 1, where those two do not apply)."""
     import torch
 
     from .build import build_model
@@ -83,7 +87,7 @@ def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_P
     weights, residual, losses = {}, [], []
     for seed in seeds:
         model = build_model(graph, dims, device=device, seed=seed, init_std=init_std,
-                            residual_scaling=residual_scaling)
+                            residual_scaling=residual_scaling, init=init)
         inputs = []
 
         def keep_input(module, args):
@@ -91,25 +95,36 @@ def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_P
             inputs.append(args[0])
 
         handles = [block.register_forward_pre_hook(keep_input) for block in model.blocks]
-        generator = torch.Generator().manual_seed(10_000 + seed)
-        idx, targets = (torch.randint(0, dims["vocab"], (batch, dims["seq_len"]), generator=generator)
-                        .to(device) for _ in range(2))
-        _, loss = model(idx, targets)
+        _, loss = model(*random_batch(dims, batch, seed, device))
         loss.backward()
         for handle in handles:
             handle.remove()
         losses.append(float(loss.detach()))
         residual.append([float(x.grad.norm()) for x in inputs])
-        per_leaf = {}
-        for layer in model.blocks:
-            for name, p in layer.named_parameters():
-                if p.dim() >= 2:
-                    per_leaf.setdefault(name.removesuffix(".weight"), []).append(float(p.grad.norm()))
         ffn_outputs = tuple(ffn_output_projections(model.blocks[0]))
-        for leaf, norms in per_leaf.items():
+        for leaf, norms in layer_weight_norms(model).items():
             weights.setdefault(leaf, []).append(norms)
     return GradientNorms(graph.graph["name"], dims, tuple(seeds), weights, residual, losses, init_std,
-                         residual_scaling, ffn_outputs)
+                         residual_scaling, ffn_outputs, init)
+
+
+def random_batch(dims: dict, batch: int, seed: int, device: str = "cpu"):
+    """The tokens and targets of seed ``seed``: uniform over the vocabulary, batch × seq_len."""
+    import torch
+
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    return tuple(torch.randint(0, dims["vocab"], (batch, dims["seq_len"]), generator=generator)
+                 .to(device) for _ in range(2))
+
+
+def layer_weight_norms(model) -> dict[str, list[float]]:
+    """‖∇W‖_F of every weight matrix of every block, per leaf (``ffn.proj``), in layer order."""
+    per_leaf = {}
+    for layer in model.blocks:
+        for name, p in layer.named_parameters():
+            if p.dim() >= 2:
+                per_leaf.setdefault(name.removesuffix(".weight"), []).append(float(p.grad.norm()))
+    return per_leaf
 
 
 def ffn_output_projections(block):

@@ -72,21 +72,38 @@ class Init:
     * ``deepnorm`` (Wang et al. 2022), decoder-only: as gpt2, then Xavier-normal with gain
       β = (8L)^(-1/4) on the value and output projections and the FFN, gain 1 on q and k.
       (The skip scale α = (2L)^(1/4) is an edge scale of the graph, not an init.)
+    * ``xiong``, the setting of Xiong et al. 2020's Theorem 1: every weight matrix Xavier-uniform
+      (Glorot & Bengio 2010: variance 2/(fan_in + fan_out); q, k and v each as its own d×d
+      matrix, as separate projections would be; each expert of a mixture on its own), zero
+      biases, norm gains 1, no depth scaling of any projection, and embedding tables at unit
+      variance for the stream they sum to: N(0, 1/``n_tables``) each (token and position table:
+      1/2 each). ``std`` and ``residual_scaling`` do not apply.
     """
 
     scheme: str
     n_layers: int
     std: float = 0.02
     residual_scaling: bool = True
+    n_tables: int = 1  # embedding tables summed into the stream (token, and position if learned)
 
     @property
     def beta(self) -> float:
         return (8 * self.n_layers) ** -0.25
 
     def normal_(self, weight, output_projection: bool = False) -> None:
+        """A weight matrix (or stack of matrices) of a sublayer."""
+        if self.scheme == "xiong":
+            for matrix in weight.view(-1, *weight.shape[-2:]):
+                nn.init.xavier_uniform_(matrix)
+            return
         scaled = output_projection and self.residual_scaling
         nn.init.normal_(weight, mean=0.0, std=self.std / math.sqrt(2 * self.n_layers) if scaled
                         else self.std)
+
+    def table_(self, weight) -> None:
+        """An embedding table."""
+        std = (1 / self.n_tables) ** 0.5 if self.scheme == "xiong" else self.std
+        nn.init.normal_(weight, mean=0.0, std=std)
 
     def linear_(self, linear: nn.Linear, output_projection: bool = False) -> None:
         self.normal_(linear.weight, output_projection)
@@ -214,9 +231,18 @@ class CausalSelfAttention(Sublayer):
         y = y.transpose(1, 2).reshape(b, s, self.n_heads * self.d_head)  # (b, s, h·d_head)
         return self.proj(y)
 
-    def deepnorm_(self, init):
+    def init_(self, init):
+        super().init_(init)
+        if init.scheme == "xiong":  # q, k and v are three matrices, not one of 3d rows
+            for weight in self._qkv_weights():
+                nn.init.xavier_uniform_(weight)
+
+    def _qkv_weights(self):
         q_width, kv_width = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
-        q, k, v = self.qkv.weight.split([q_width, kv_width, kv_width], dim=0)
+        return self.qkv.weight.split([q_width, kv_width, kv_width], dim=0)
+
+    def deepnorm_(self, init):
+        q, k, v = self._qkv_weights()
         nn.init.xavier_normal_(q)
         nn.init.xavier_normal_(k)
         nn.init.xavier_normal_(v, gain=init.beta)
@@ -439,10 +465,10 @@ class Identity(Sublayer):
 
 
 class _Table(nn.Embedding, Sublayer):
-    """A lookup table, N(0, std²) under every scheme."""
+    """A lookup table, N(0, std²) (``xiong``: unit variance of the stream, :meth:`Init.table_`)."""
 
     def init_(self, init):
-        init.normal_(self.weight)
+        init.table_(self.weight)
 
 
 @torch_module("token_embedding")
@@ -474,4 +500,7 @@ class Unembedding(nn.Linear, Sublayer):
     def init_(self, init):
         # NB: a tied head draws the shared table once more, as GPT-2's init always did (same
         # distribution; kept so that seeds give the weights they gave before).
-        init.normal_(self.weight)
+        if self.tied:
+            init.table_(self.weight)
+        else:
+            init.normal_(self.weight)

@@ -11,7 +11,13 @@ from support import run
 from blockalg.files import current_umask, write_atomic
 from blockalg.graphs.variants import catalog
 from blockalg.output.plots import coinciding, seq_lengths
-from blockalg.output.render import TEXT_WIDTH, Table, format_value, latex_cell, latex_escape
+from blockalg.output.render import (
+    TEXT_WIDTH,
+    Table,
+    format_value,
+    latex_cell,
+    latex_escape,
+)
 
 ALL = [v.name for v in catalog()]
 
@@ -129,3 +135,17 @@ def test_coinciding_curves_are_drawn_once_and_labelled():
 def test_flops_axis_follows_the_preset():
     assert seq_lengths(64)[-1] == 64 and seq_lengths(1024) == [16, 32, 64, 128, 256, 512, 1024]
     assert seq_lengths(2048)[-1] == 2048
+
+
+def test_nothing_cites_a_path_outside_the_repository():
+    """Every claim the project checks or cites is stated inside it: no pointer to the design notes
+    or the seed material that lived next to the repository."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    outside = ["shared" + "/seed", "../" + "shared", "DESIGN" + ".md"]
+    files = [root / "README.md", *(p for folder in ("blockalg", "analyses", "reports", "tests", "examples")
+                                   for p in (root / folder).rglob("*")
+                                   if p.suffix in (".py", ".md", ".tex", ".csv", ".json", ".ipynb"))]
+    cited = [(str(p.relative_to(root)), s) for p in files for s in outside if s in p.read_text()]
+    assert cited == []

@@ -27,13 +27,13 @@ from ..output.tables import (
 )
 from .options import (
     CONTEXT,
+    RAW_ARGS,
     TABLE_FORMATS,
     device_option,
     dims_options,
     format_option,
     hf_config_option,
     progress,
-    RAW_ARGS,
     real_device,
     render_table,
     resolve_inputs,

@@ -27,6 +27,7 @@ from .options import (
     dims_options,
     format_option,
     real_device,
+    render_table,
     resolve_inputs,
     run_command,
     step_progress,
@@ -127,7 +128,7 @@ def _emit(result: dict, fmt: str, out) -> None:
         title = (f"blockalg train · preset {result['preset']} (d_model={dims['d_model']}, "
                  f"n_layers={dims['n_layers']}, seq_len={dims['seq_len']}, vocab={dims['vocab']})"
                  f" · {result['config']['steps']} steps")
-        click.echo(summary_table(result["runs"], title).render(fmt))
+        click.echo(render_table(summary_table(result["runs"], title), fmt))
 
 
 def standalone(args=None) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-
 from ..graphs.ops import get_op
 from ..graphs.resolve import resolve
 
@@ -71,7 +70,7 @@ class GradientNorms:
                 "stream_rms": {"per_seed": self.stream, "mean": self.mean(self.stream)}}
 
     @classmethod
-    def from_dict(cls, data: dict, dims: dict) -> "GradientNorms":
+    def from_dict(cls, data: dict, dims: dict) -> GradientNorms:
         """The result back from :meth:`to_dict` (what a report's ``data.json`` holds)."""
         return cls(data["name"], dims, tuple(data["seeds"]),
                    {leaf: entry["per_seed"] for leaf, entry in data["weights"].items()},

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from ..errors import BlockalgError
@@ -238,16 +239,16 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
         tex += [f"\\input{{tables/{preset}/compare.tex}}", ""]
         layers = dims["n_layers"]
         figures = [
-            ("params", "parameters per component", lambda: plots.params_by_component(analyses),
+            ("params", "parameters per component", partial(plots.params_by_component, analyses),
              f"Parameters per component at preset {preset} (log scale), one bar per variant, "
              f"labelled with its count."),
             ("flops_per_token", "FLOPs per token",
-             lambda: plots.flops_per_token({a.name: flop_curve(a) for a in analyses}, preset),
+             partial(plots.flops_per_token, {a.name: flop_curve(a) for a in analyses}, preset),
              f"Forward FLOPs per token against the sequence length s, up to n_ctx = "
              f"{dims['n_ctx']}, at preset {preset}: all forward FLOPs (left) and the matmul "
              f"FLOPs alone (right). Attention adds a term linear in s."),
             ("paths", "gradient paths",
-             lambda: plots.path_distribution({a.name: a.paths for a in analyses}, layers),
+             partial(plots.path_distribution, {a.name: a.paths for a in analyses}, layers),
              f"Gradient paths at L = {layers}: the share of paths by sublayers crossed (left) and "
              f"the norms on the shortest path from the output back to each layer (right).")]
         for stem, alt, make, caption in figures:
@@ -274,7 +275,7 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
     for g in graphs:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", g.graph["name"]).strip(".") or "block"
         folder.add_text(f"graphs/{name}.mmd", graph_to_mermaid(g))
-        png = folder.add_figure(f"figures/graph_{name}", lambda g=g: plots.block_drawing(g))
+        png = folder.add_figure(f"figures/graph_{name}", partial(plots.block_drawing, g))
         equations = "; ".join(g.graph.get("equations", []))
         md += [f"### {name}", "", equations, "", "```mermaid", graph_to_mermaid(g), "```", "",
                f"![{name}]({png})", ""]
@@ -300,7 +301,7 @@ def _gradient_section(folder, graphs, measured):
         measured = [r.to_dict() for r in results]
     else:
         results = [GradientNorms.from_dict(entry, resolve_dims(DEFAULT_PRESET)) for entry in measured]
-    png = folder.add_figure("figures/gradients", lambda: plots.gradient_norms(results))
+    png = folder.add_figure("figures/gradients", partial(plots.gradient_norms, results))
     first = results[0]
     setting = (f"d_model {first.dims['d_model']}, {first.dims['n_layers']} layers, init std "
                f"{first.init_std:g}, {len(first.seeds)} seeds")

@@ -27,7 +27,7 @@ def summary_table(runs: list[dict], title: str = "blockalg train"):
              r["status"] if r["status"] == "ok" else f"diverged@{r['diverged_at']}",
              _cell(r["final_val_loss"]), _cell(r["tokens_per_s"], 3)] for r in runs]
     return Table(title, ["variant", "lr", "warmup", "seed", "status", "final val loss",
-                         "tokens/s"], rows, align="lrrrlrr")
+                         "tokens/s"], rows, align="lrrrlrr", label="tab:train-runs")
 
 
 def _cell(x, digits: int = 4) -> str:

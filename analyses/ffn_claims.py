@@ -1,13 +1,23 @@
-"""Checks what a (Chinese) explanation of GPT's FFN claims (shared/seed/000_0e4c777b31e72312.txt)
-against blockalg's exact counts and against measurements on the torch model built from the graphs.
+"""Checks what a chat answer explaining GPT's FFN claims against blockalg's exact counts and
+against measurements on the torch model built from the graphs.
 
     python analyses/ffn_claims.py            # writes reports/ffn_claims/
     python analyses/ffn_claims.py --check    # exit 1 if the committed report drifted
     python analyses/ffn_claims.py --quick --out /tmp/q
 
-The claims: the FFN holds "most" of the parameters; it acts on each position independently; its
-nonlinearity is what keeps a stack of blocks from collapsing to a linear map; and the block is wired
-"LN → attention → add → LN → FFN → add → LN", said to be the original Transformer's and GPT's.
+The explanation is a Chinese-language chat answer to "what is the FFN layer of a GPT model for,
+and how is it connected to self-attention?", of the kind many tutorials give. Its claims, in
+short (:data:`CLAIMS` holds them with the original wording, which the report quotes):
+
+1. the FFN holds "the vast majority" of the parameters, since d_ff = 4·d_model;
+2. the FFN processes each position independently, while attention mixes positions;
+3. the FFN's activation is the block's essential nonlinearity: without it stacked blocks learn
+   only linear combinations of the input, and attention (dot products, weighted sums and a
+   softmax) is only mildly nonlinear;
+4. the block is wired z = Attn(LN(x)); a = LN(x + z); out = LN(a + FFN(a)), said to be the
+   original Transformer's design, kept by GPT;
+5. the residual connections let the gradient flow straight back to shallow layers.
+
 Counts are exact (sympy, Fractions); measurements run in float64 on CPU on the `tiny` model.
 """
 
@@ -33,11 +43,27 @@ from blockalg.graphs.symbols import (
     n_layers,
 )
 from blockalg.graphs.variants import get
-from blockalg.output.plots import pyplot
+from blockalg.output.plots import draw_curves, plain_ticks, pyplot
 from blockalg.output.render import Table, format_int, graph_to_mermaid
 from blockalg.output.report import ReportFolder, latex_math, study_main
 from blockalg.output.tables import comparison_table
 
+#: The explanation's checkable claims: a short paraphrase and the original wording.
+CLAIMS = [
+    ("The FFN holds the vast majority of the parameters (d_ff = 4·d_model).",
+     "这意味着FFN层包含了模型绝大部分的参数"),
+    ("The FFN processes each position's vector independently; it does not mix positions as "
+     "attention does.", "FFN层对序列中的每个位置（token）的表示向量是独立进行操作的。它不会像注意力那样混合不同位置的信息"),
+    ("Attention is built from linear operations (dot products, weighted sums) and a softmax, so "
+     "its nonlinearity is limited; without the FFN's nonlinearity stacked layers learn only linear "
+     "combinations of the input.", "本质上是由线性操作（点积、加权求和）和Softmax构成的，非线性程度相对有限"
+     "……没有这种非线性……模型只能学习到输入数据的线性组合"),
+    ("The block is z = SelfAttention(LayerNorm(x)); x_norm1 = LayerNorm(x + z); "
+     "y = LayerNorm(x_norm1 + FFN(x_norm1)); the original Transformer put a LayerNorm before "
+     "attention and GPT kept that design.", "原始Transformer在Attention前做LayerNorm，GPT也沿用此设计"),
+    ("Residual connections let the gradient flow straight back to the shallow layers.",
+     "梯度畅通：残差连接让梯度直接回传至浅层"),
+]
 VARIANTS = ("pre-ln", "post-ln", "hybrid-ln")
 #: The rows of the wiring comparison: where the three wirings differ.
 WIRING_KEYS = ("params.total", "params.norm", "paths.count", "paths.shortest.norms",
@@ -140,14 +166,20 @@ def share_figure(rows, limit):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
     layers = list(range(1, 129))
+    curves = {}
     for r in rows:
         (a, _), (b, c) = r["line"]
-        line, = ax.plot(layers, [100 * a * L / (b * L + c) for L in layers], label=r["preset"])
-        ax.plot([r["n_layers"]], [100 * float(r["ffn_share"])], "o", color=line.get_color())
+        curves[r["preset"]] = (layers, [100 * Fraction(a * L, b * L + c) for L in layers])
+    styles = draw_curves(ax, {k: (xs, [float(y) for y in ys]) for k, (xs, ys) in curves.items()},
+                         markevery=[2**k - 1 for k in range(8)])  # markers at L = 1, 2, 4, ...
+    for r in rows:  # each preset's own L: a large black-edged dot on its curve
+        ax.plot([r["n_layers"]], [100 * float(r["ffn_share"])], "o", ms=9, color=styles[r["preset"]]["color"],
+                markeredgecolor="black", zorder=5)
     ax.axhline(50, color="grey", linestyle=":", label="50% (most)")
     ax.axhline(100 * float(limit), color="black", linestyle="--", label="2/3 (block, d → ∞)")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("number of layers L (dot: the preset's own L)")
+    ax.set_xlabel("number of layers L (large dot: the preset's own L)")
+    ax.xaxis.set_major_formatter(plain_ticks())
     ax.set_ylabel("FFN share of all parameters (%)")
     ax.set_title("pre-ln: FFN share of the model, at each preset's width and vocabulary")
     ax.legend(fontsize=7, ncol=2)
@@ -187,10 +219,12 @@ def jacobian_figure(maps: dict[str, torch.Tensor]):
     for ax, (name, blocks) in zip(axes, maps.items()):
         image = ax.imshow(torch.where(blocks == 0, float("nan"), blocks).numpy(), cmap="viridis",
                           norm=LogNorm())
-        ax.set_title(f"{name}\nmax |∂out_i/∂in_j| (log; blank = exactly 0)", fontsize=8)
+        ax.set_title(name, fontsize=9)
         ax.set_xlabel("input position j")
         ax.set_ylabel("output position i")
+        ax.grid(False)
         fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle("max |∂out_i/∂in_j| over the features (log colour scale; blank = exactly 0)")
     return fig
 
 
@@ -328,10 +362,15 @@ def build(quick: bool = False) -> ReportFolder:
     pre = shares["pre-ln"]
     rows = model_shares(get("pre-ln"), presets)
     md = ["# What the FFN does: checking an explanation's claims", "",
-          "Produced by `python analyses/ffn_claims.py`. The explanation is "
-          "`shared/seed/000_0e4c777b31e72312.txt` (Chinese, a chat answer on GPT's FFN). Counts are "
-          "exact, from the block graphs; measurements run on the `tiny` pre-ln model built from the "
-          f"same graph (d_model 64, d_ff 256, 2 layers), GPT-2 init, seed {SEED}, float64 on CPU.", "",
+          "Produced by `python analyses/ffn_claims.py`. The explanation is a Chinese-language chat "
+          "answer to \"what is the FFN layer of a GPT model for, and how does it connect to "
+          "self-attention?\", of the kind many tutorials give. Its checkable claims, paraphrased "
+          "(the original wording in the notes):", "",
+          *(f"{i}. {claim}[^{i}]" for i, (claim, _) in enumerate(CLAIMS, 1)), "",
+          "Counts are exact, from the block graphs; measurements run on the `tiny` pre-ln model "
+          f"built from the same graph (d_model 64, d_ff 256, 2 layers), GPT-2 init, seed {SEED}, "
+          "float64 on CPU.", "",
+          *(f"[^{i}]: \"{original}\"" for i, (_, original) in enumerate(CLAIMS, 1)), "",
           "## 1. \"The FFN holds most (绝大部分) of the parameters\"", "",
           f"Per block, FFN / block = {latex_math(pre['ffn'] / pre['block'])} = "
           f"{latex_math(pre['share'])} for pre-ln, tending to {pre['limit']} as d grows. "

@@ -231,7 +231,7 @@ def values_table(formula: Formula, records, seq_lens) -> Table:
 
 def error_vs_seq_len_figure(records, presets, seq_lens):
     """One panel per FLOP formula: relative error against s, one line per preset."""
-    from blockalg.output.plots import STYLES, pyplot
+    from blockalg.output.plots import plain_ticks, pyplot, series_style
 
     plt = pyplot()
     flop_formulas = [f for f in FORMULAS if f.depends_on_seq_len]
@@ -240,14 +240,14 @@ def error_vs_seq_len_figure(records, presets, seq_lens):
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), constrained_layout=True,
                              squeeze=False)
     for ax, f in zip(axes.flat, flop_formulas):
-        for i, p in enumerate(presets):
-            marker, line = STYLES[i % len(STYLES)]
+        for i, p in enumerate(presets):  # growing hollow markers: lines that coincide stay visible
             ax.plot(seq_lens, [100 * float(r["error"]) for r in pick(records, formula=f.key, preset=p)],
-                    marker=marker, linestyle=line, label=p)
+                    label=p, **series_style(i))
         ax.axhline(0, color="grey", linewidth=0.8)
         if all(r["error"] == 0 for r in pick(records, formula=f.key)):
             ax.text(0.5, 0.75, "exact at every point", transform=ax.transAxes, ha="center")
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(plain_ticks())
         ax.set_title(f.label, fontsize=10)
         ax.set_xlabel("sequence length s (tokens)")
         ax.set_ylabel("(approx − exact)/exact (%)")
@@ -260,15 +260,14 @@ def error_vs_seq_len_figure(records, presets, seq_lens):
 
 def error_vs_size_figure(records, presets, s):
     """Relative error against non-embedding parameters at one s, one line per FLOP formula."""
-    from blockalg.output.plots import STYLES, pyplot
+    from blockalg.output.plots import pyplot, series_style
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
     for i, f in enumerate(f for f in FORMULAS if f.depends_on_seq_len):
-        marker, line = STYLES[i % len(STYLES)]
         chosen = [pick(records, formula=f.key, preset=p, seq_len=s)[0] for p in presets]
         ax.plot([r["non_embedding_params"] for r in chosen], [100 * float(r["error"]) for r in chosen],
-                marker=marker, linestyle=line, label=f.label)
+                label=f.label, **series_style(i))
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters (log scale)")

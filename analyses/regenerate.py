@@ -1,7 +1,8 @@
 """Regenerate every committed study in reports/, or check that none has drifted.
 
-    python analyses/regenerate.py           # rewrite reports/<study>/ for every study
-    python analyses/regenerate.py --check   # exit 1 if a committed text file differs
+    python analyses/regenerate.py                    # rewrite reports/<study>/ for every study
+    python analyses/regenerate.py --check            # exit 1 if a committed text file differs
+    python analyses/regenerate.py --only ffn_claims  # one study (repeatable)
 
 The test suite runs the same drift check for the symbolic studies (tests/test_report.py and
 tests/test_study_*.py); the warm-up study trains for minutes, so the tests run its --quick mode;
@@ -10,6 +11,7 @@ the gradient-scaling test renders the committed data again and measures one of i
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from pathlib import Path
@@ -23,12 +25,24 @@ STUDIES = ("pre_vs_post_ln", "ffn_claims", "flop_formulas", "memory_formulas", "
            "gradient_scaling")
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="analyses/regenerate.py",
+                                description="Rewrite every study's folder in reports/, or check "
+                                            "them for drift.")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if a committed text file differs")
+    p.add_argument("--only", action="append", choices=STUDIES, metavar="STUDY",
+                   help=f"only this study (repeatable; one of {', '.join(STUDIES)})")
+    return p
+
+
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
     failed = 0
-    for name in STUDIES:
+    for name in args.only or STUDIES:
+        print(f"{name}:", file=sys.stderr)
         module = importlib.import_module(name)
-        failed += study_main(module.build, name, argv) != 0
+        failed += study_main(module.build, name, ["--check"] if args.check else []) != 0
     return 1 if failed else 0
 
 

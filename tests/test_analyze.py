@@ -36,8 +36,8 @@ def test_params_total_keeps_n_layers_symbolic():
     assert sp.degree(sp.expand(expr), L) == 1  # not an unrolled sum
 
 
-def test_forward_matmul_closed_form_is_the_design_reference():
-    # L·(24·s·d² + 4·s²·d) + 2·s·d·V (DESIGN.md, measured with HF's GPT-2)
+def test_forward_matmul_closed_form_is_the_reference():
+    # L·(24·s·d² + 4·s²·d) + 2·s·d·V: HF's GPT-2 on the meta device (tests/test_reference.py)
     expected = L * (24 * s * d**2 + 4 * s**2 * d) + 2 * s * d * V
     for variant in ("pre-ln", "post-ln", "hybrid-ln"):
         assert sp.expand(closed(variant, "flops.forward_matmul") - expected) == 0

@@ -91,7 +91,7 @@ def test_compare_hf_config_reports_the_transformers_total(tmp_path):
                                        "--format", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["variants"][0]["params"]["total"] == params
+    assert data["variants"][1]["params"]["total"] == params  # after pre-ln, as on the command line
     assert data["dims"]["n_kv_heads"] == 2 and data["preset"] == "hf:llama"
 
 

@@ -2,6 +2,7 @@
 are reproducible and shard across torchrun ranks to the same numbers, divergence ends a run and not
 the sweep, bad input is one line and exit code 2."""
 
+import csv
 import json
 import math
 import os
@@ -133,8 +134,25 @@ def test_out_writes_json_csv_and_figures(tmp_path):
                  "figures/loss_curves.png", "figures/lr_sweep.svg"):
         assert (out / name).is_file(), name
     assert len(json.loads((out / "runs.json").read_text())["runs"]) == 2
-    steps = (out / "steps.csv").read_text().splitlines()
-    assert steps[0] == "variant,lr,warmup,seed,step,loss,grad_norm,lr" and len(steps) == 1 + 2 * 4
+    with open(out / "steps.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        steps = list(reader)
+    assert reader.fieldnames == ["variant", "peak_lr", "warmup", "seed", "step", "loss", "grad_norm", "lr"]
+    assert len(steps) == 2 * 4 and {s["peak_lr"] for s in steps} == {"0.001", "0.01"}
+    assert float(steps[-1]["lr"]) < float(steps[-1]["peak_lr"])  # the schedule's value at that step
+    assert "diverged" not in (out / "figures/loss_curves.svg").read_text()  # nothing diverged
+
+
+def test_train_run_reports_every_step():
+    """The progress bar of `blockalg train` moves per step (and completes when a run ends early)."""
+    dims = data_dims(resolve_dims("tiny", {"n_layers": 1}), "synthetic")
+    config = RunConfig(lr=1e-3, steps=3, batch=2, eval_every=3, data="synthetic")
+    advanced = []
+    train_run("pre-ln", dims, config, on_step=advanced.append)
+    assert advanced == [1, 1, 1]
+    advanced.clear()
+    train_run("pre-ln", dims, replace(config, max_loss=0.5), on_step=advanced.append)  # diverges
+    assert sum(advanced) == 3 and len(advanced) <= 2
 
 
 @pytest.mark.parametrize("args,culprit", [

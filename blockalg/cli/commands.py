@@ -21,12 +21,15 @@ from ..output.tables import (
     comparison_table,
     dims_line,
     distribution_table,
+    gradient_tables,
+    label_part,
     number,
     path_table,
     shortest_to_layer_table,
 )
 from .options import (
     CONTEXT,
+    RAW_ARGS,
     TABLE_FORMATS,
     accepts_modules,
     device_option,
@@ -35,6 +38,7 @@ from .options import (
     hf_config_option,
     progress,
     real_device,
+    render_table,
     resolve_inputs,
     run_command,
     set_option,
@@ -48,6 +52,12 @@ class _Group(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         sys.exit(run_command(super(), args, prog_name))
+
+    def resolve_command(self, ctx, args):
+        """Also keeps the command's arguments as typed (their order matters for --hf-config)."""
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[RAW_ARGS] = list(rest)
+        return name, command, rest
 
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
@@ -73,19 +83,32 @@ def main():
 
 
 @main.command("variants")
+@click.option("--full", is_flag=True,
+              help="Also the equations and the whole reference (titles included).")
 @format_option(*TABLE_FORMATS, "json")
-def variants_command(fmt):
-    """List the variant catalog."""
+def variants_command(full, fmt):
+    """List the variant catalog: names, aliases, papers (and equations in every format but the
+    terminal table's compact default)."""
     from ..graphs.variants import catalog
 
     entries = catalog()
     if fmt == "json":
         click.echo(json.dumps([{"name": v.name, "aliases": list(v.aliases),
                                 "equations": list(v.equations), "reference": v.reference,
-                                "summary": v.summary} for v in entries], indent=2))
+                                "paper": v.paper, "summary": v.summary} for v in entries], indent=2))
         return
-    rows = [[v.name, ", ".join(v.aliases), "; ".join(v.equations)] for v in entries]
-    click.echo(Table("blockalg variants", ["name", "aliases", "equations"], rows, align="lll").render(fmt))
+    lines = "\n" if fmt == "table" else "; "  # one citation per line on a terminal
+    columns = {"name": lambda v: v.name, "paper": lambda v: v.paper.replace("; ", lines),
+               "aliases": lambda v: ", ".join(v.aliases)}
+    if full or fmt != "table":
+        columns["equations"] = lambda v: "; ".join(v.equations)
+    if full:
+        columns["reference"] = lambda v: v.reference
+    table = Table(f"blockalg variants ({len(entries)})", list(columns),
+                  [[column(v) for column in columns.values()] for v in entries],
+                  align="l" * len(columns), wrap_min=16, label="tab:variants",
+                  caption="The block variants of blockalg's catalog.")
+    click.echo(render_table(table, fmt))
 
 
 @main.command("show")
@@ -135,10 +158,10 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
             entry["checks"] = [c.to_dict() for c in variant_checks]
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(comparison_table(results, keys, checks).render(fmt))
+        click.echo(render_table(comparison_table(results, keys, checks), fmt))
         if symbolic:
             click.echo()
-            click.echo(closed_form_table(results, keys, fmt).render(fmt))
+            click.echo(render_table(closed_form_table(results, keys, fmt), fmt))
     return _exit_code(checks)
 
 
@@ -171,12 +194,30 @@ def check_command(variants, preset, assignments, hf_config, device, dtype, optim
             {"name": g.graph["name"], "checks": [c.to_dict() for c in cs]}
             for g, cs in zip(graphs, checks)]}, indent=2))
     else:
-        rows = [[g.graph["name"], c.name, number(c.predicted), number(c.measured),
-                 "ok" if c.ok else "FAIL", c.detail] for g, cs in zip(graphs, checks) for c in cs]
-        title = f"blockalg check · preset {preset} · device {device} ({dims_line(dims)})"
-        click.echo(Table(title, ["variant", "check", "predicted", "measured", "result", "note"],
-                         rows, align="llrrll").render(fmt))
+        click.echo(render_table(check_table(graphs, checks, preset, device, dims,
+                                            notes_below=fmt == "table"), fmt))
     return _exit_code(checks)
+
+
+def check_table(graphs, checks, preset, device, dims, notes_below: bool = False) -> Table:
+    """Predicted, measured and the result of every check; with ``notes_below`` (a terminal) the
+    checks' notes follow the table instead of filling a column."""
+    rows, notes = [], []
+    for g, cs in zip(graphs, checks):
+        for c in cs:
+            rows.append([g.graph["name"], c.name, number(c.predicted), number(c.measured),
+                         "ok" if c.ok else "FAIL", c.detail])
+            if notes_below and c.detail:
+                notes.append(f"{g.graph['name']} {c.name}: {c.detail}")
+    headers = ["variant", "check", "predicted", "measured", "result", "note"]
+    if notes_below:
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    shape = dims_line(dims, graphs)
+    return Table(f"blockalg check · preset {preset} · device {device} ({shape})", headers, rows,
+                 notes=notes, align="llrrll"[:len(headers)], label=f"tab:check-{label_part(preset)}",
+                 caption=f"Every number of {', '.join(g.graph['name'] for g in graphs)} at preset "
+                         f"{preset} ({shape.replace('=', ' = ')}), predicted from the graph and "
+                         f"measured on the torch model built from it on the {device} device.")
 
 
 DETAIL_MAX_LAYERS = 48
@@ -223,13 +264,13 @@ def paths_command(variants, preset, assignments, hf_config, layers, detail, fmt)
             entries.append(entry)
         click.echo(json.dumps({"layers": layers, "variants": entries}, indent=2))
         return
-    click.echo(path_table(graphs, stats, layers, fmt).render(fmt))
+    click.echo(render_table(path_table(graphs, stats, layers, fmt), fmt))
     if detail:
         for g, st in zip(graphs, stats):
             click.echo()
-            click.echo(distribution_table(g.graph["name"], st, layers).render(fmt))
+            click.echo(render_table(distribution_table(g.graph["name"], st, layers), fmt))
             click.echo()
-            click.echo(shortest_to_layer_table(g.graph["name"], st, layers).render(fmt))
+            click.echo(render_table(shortest_to_layer_table(g.graph["name"], st, layers), fmt))
 
 
 @main.command("gradients")
@@ -278,23 +319,17 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
                                "residual_scaling": residual_scaling,
                                "variants": [r.to_dict() for r in results]}, indent=2))
         return
-    for title, pick in (("‖∇W‖ of the FFN's W2", lambda r: r.weights[r.headline]),
-                        ("‖∂loss/∂x_l‖ at block input (residual stream)", lambda r: r.residual)):
-        headers = ["layer", *(r.name for r in results)]
-        columns = [(r.mean(pick(r)), r.std(pick(r))) for r in results]
-        rows = [[str(layer + 1), *(f"{m[layer]:.4g} ± {s[layer]:.2g}" for m, s in columns)]
-                for layer in range(dims["n_layers"])]
-        rows.append(["last/first", *("n/a" if r.trend(pick(r)) is None else f"{r.trend(pick(r)):.3g}"
-                                     for r in results)])
-        scaling = "" if residual_scaling else " without residual scaling"
-        setting = f"init {init}" if init == "xiong" else f"init std {init_std:g}{scaling}"
-        click.echo(Table(f"{title} · preset {preset}, {setting}, {seeds} seeds, "
-                         f"batch {batch} (mean ± std)", headers, rows).render(fmt))
+    scaling = "" if residual_scaling else " without residual scaling"
+    init_setting = f"init {init}" if init == "xiong" else f"init std {init_std:g}{scaling}"
+    setting = f"preset {preset}, {init_setting}, {seeds} seeds, batch {batch}"
+    for table in gradient_tables(results, dims["n_layers"], setting):
+        click.echo(render_table(table, fmt))
         click.echo()
-    click.echo("Expected (Xiong et al. 2020): post-LN grows toward the output (last/first > 1), "
-               "pre-LN stays roughly flat (≈ 1). Theorem 1: the last layer's W2 gradient falls "
-               "like 1/sqrt(L) with depth in pre-LN and does not in post-LN "
-               "(analyses/gradient_scaling.py).")
+    if fmt == "table":
+        click.echo("Expected (Xiong et al. 2020): post-LN's ‖∇W2‖ grows toward the output\n"
+                   "(last/first > 1), pre-LN's stays roughly flat (≈ 1). Theorem 1: the last\n"
+                   "layer's W2 gradient falls like 1/sqrt(L) with depth in pre-LN and does not\n"
+                   "in post-LN (analyses/gradient_scaling.py).")
 
 
 def _figure_path(value):
@@ -303,7 +338,7 @@ def _figure_path(value):
     return value
 
 
-THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}
+THOUSANDS = {"thin": r"\,", "comma": ",", "space": r"\ ", "none": ""}
 
 
 @main.command("report")
@@ -315,17 +350,21 @@ THOUSANDS = {"comma": ",", "thin": r"\,", "space": r"\ ", "none": ""}
               show_default=True, help="Folder to write (replaced as a whole, atomically).")
 @hf_config_option
 @click.option("--empirical", is_flag=True, help="Also measure gradient norms at init (torch).")
-@click.option("--thousands", type=click.Choice(list(THOUSANDS)), default="comma", show_default=True,
-              help="Thousands separator in the LaTeX tables.")
+@click.option("--thousands", type=click.Choice(list(THOUSANDS)), default="thin", show_default=True,
+              help="Thousands separator in the LaTeX tables (thin: a thin space, \\,).")
 @click.option("--drift", "check_only", is_flag=True,
               help="Write nothing; exit 1 if the text files on disk differ from what would be "
-                   "written.")
+                   "written. Measured gradients are not measured again: they are read from the "
+                   "folder's data.json.")
 @click.option("--check", "old_drift", is_flag=True, hidden=True)  # the old spelling of --drift
 @accepts_modules
 def report_command(variants, presets, assignments, out, hf_config, empirical, thousands, check_only,
                    old_drift):
-    """Write a self-contained report folder on VARIANTS: Markdown, LaTeX, CSV, JSON and figures."""
-    from ..output.report import replaceable, variant_report
+    """Write a self-contained report folder on VARIANTS: Markdown, a LaTeX document with captioned
+    tables and figures, CSV, JSON and figures."""
+    from ..output.report import drift_report, replaceable, variant_report
+
+    check_only = check_only or old_drift
 
     if not check_only:
         replaceable(out)  # refuse a folder blockalg did not write before the work, not after
@@ -333,21 +372,26 @@ def report_command(variants, presets, assignments, out, hf_config, empirical, th
     for preset in presets or (DEFAULT_PRESET,):
         graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
         shapes.append((label, dims))
-    folder = variant_report(graphs, dict(shapes), empirical=empirical, thousands=THOUSANDS[thousands])
-    if check_only or old_drift:
-        return _report_drift(folder, out)
+    measured = _measured_gradients(out) if check_only and empirical else None
+    folder = variant_report(graphs, dict(shapes), empirical=empirical, thousands=THOUSANDS[thousands],
+                            measured=measured, draw=not check_only)
+    if check_only:
+        if measured is not None:
+            click.echo(f"note: gradients not measured again; taken from {out}/data.json", err=True)
+        return drift_report(folder, out, lambda line: click.echo(line, err=True))
     folder.write(out)
     click.echo(f"wrote {len(folder.files)} files to {out}", err=True)
 
 
-def _report_drift(folder, out) -> int:
-    differing = folder.differences(out)
-    for name in differing:
-        click.echo(f"differs: {name}", err=True)
-    if differing:
-        click.echo(f"blockalg: {len(differing)} file(s) in {out} differ from what would be written",
-                   err=True)
-    return 1 if differing else 0
+def _measured_gradients(out):
+    """The gradient measurements of the report in ``out`` (None when it has none)."""
+    from pathlib import Path
+
+    path = Path(out) / "data.json"
+    try:
+        return json.loads(path.read_text())["gradients"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _run_checks(graph, dims, device, memory=None, elementwise=False):

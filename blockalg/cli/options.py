@@ -47,9 +47,27 @@ def run_command(command, args=None, prog_name=None, say=None) -> int:
 
 
 def format_option(*formats, default="table"):
-    """``--format``: one of ``formats`` (the same names in every command)."""
-    return click.option("--format", "fmt", type=click.Choice(formats), default=default,
-                        show_default=True, help="Output format.")
+    """``--format``: one of ``formats`` (the same names in every command); with ``latex`` among
+    them also ``--no-float``, read by :func:`render_table`."""
+    option = click.option("--format", "fmt", type=click.Choice(formats), default=default,
+                          show_default=True, help="Output format.")
+    if "latex" not in formats:
+        return option
+    no_float = click.option("--no-float", is_flag=True, expose_value=False,
+                            callback=lambda ctx, param, value: ctx.meta.__setitem__(NO_FLOAT, value),
+                            help="LaTeX: a bare tabular instead of a table float with caption and "
+                                 "label.")
+    return lambda command: option(no_float(command))
+
+
+NO_FLOAT = "blockalg.no_float"
+
+
+def render_table(table, fmt: str) -> str:
+    """``table`` in ``fmt``; LaTeX as a captioned, labelled ``table`` float unless the command got
+    ``--no-float``."""
+    ctx = click.get_current_context(silent=True)
+    return table.render(fmt, float_=not (ctx and ctx.meta.get(NO_FLOAT)))
 
 
 MODULE_HELP = ("A VARIANT may also be path/to/file.py:Name, a block written in PyTorch: it is traced "
@@ -89,11 +107,14 @@ def dims_options(command=None, *, default=DEFAULT_PRESET):
 def resolve_inputs(variants, preset, assignments, hf_config):
     """The graphs to analyse, the dimensions and their label (the preset, or the config's type).
 
-    With ``--hf-config`` the config's model comes first and its dimensions are used for all; the
-    config fields blockalg does not model are listed on stderr.
+    With ``--hf-config`` the config's model takes the place the option has among the variants on
+    the command line (first when it comes first: then it is the baseline of the differences) and
+    its dimensions are used for all; the config fields blockalg does not model are listed on
+    stderr.
     """
     overrides = parse_assignments(assignments)
-    graphs = []
+    names = [name for name in variants if name.lower() != "vs"]
+    model = None
     if hf_config:
         from ..graphs.hf import from_hf_config
 
@@ -102,11 +123,12 @@ def resolve_inputs(variants, preset, assignments, hf_config):
             click.echo(f"note: --hf-config gives the dimensions; --preset {preset} is not used", err=True)
         for line in model.not_modeled:
             click.echo(f"note: {hf_config}: not modelled: {line}", err=True)
-        graphs.append(model.graph)
         dims, label = model.dims, f"hf:{model.model_type}"
     else:
         dims, label = resolve_dims(preset, overrides), preset
-    graphs += [_graph_of(name, dims) for name in variants if name.lower() != "vs"]
+    graphs = [_graph_of(name, dims) for name in names]
+    if model is not None:
+        graphs.insert(_hf_position(names), model.graph)
     if not graphs:
         raise BlockalgError("no variant given (try: blockalg variants, or --hf-config PATH)")
     return _distinct_names(graphs), dims, label
@@ -129,6 +151,25 @@ def _graph_of(name: str, dims: dict):
             click.echo(f"note: {name}: {key} = {expr} = {own[key]} is set by the module "
                        f"({key} = {dims.get(key)} is not used for it)", err=True)
     return graph
+
+
+#: ``ctx.meta`` key of the command's own arguments, as typed (set by the ``blockalg`` group).
+RAW_ARGS = "blockalg.args"
+
+
+def _hf_position(names) -> int:
+    """How many of the variant ``names`` come before ``--hf-config`` on the command line (0 when
+    the command line is not known, e.g. a command run on its own)."""
+    ctx = click.get_current_context(silent=True)
+    args = (ctx.meta.get(RAW_ARGS) if ctx else None) or []
+    at = next((i for i, a in enumerate(args) if a.split("=", 1)[0] == "--hf-config"), None)
+    if at is None:
+        return 0
+    seen = 0
+    for arg in args[:at]:  # the variant arguments in order, skipping options and their values
+        if seen < len(names) and arg == names[seen]:
+            seen += 1
+    return seen
 
 
 def _distinct_names(graphs):
@@ -215,3 +256,14 @@ def resolve_hardware(name, spec):
                                 f"pick one with --hardware")
         return None
     return get_hardware(name, extra)
+
+
+@contextlib.contextmanager
+def step_progress(total: int, label: str):
+    """A progress bar of ``total`` steps on stderr when it is a terminal; yields ``advance(n)``
+    (None when there is no bar: piped, or nothing to count)."""
+    if not sys.stderr.isatty() or total < 2:
+        yield None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
+        yield bar.update

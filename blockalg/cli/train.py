@@ -27,10 +27,11 @@ from .options import (
     device_option,
     dims_options,
     format_option,
-    progress,
     real_device,
+    render_table,
     resolve_inputs,
     run_command,
+    step_progress,
 )
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
@@ -103,23 +104,15 @@ def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups,
         if world.rank != 0:
             sys.exit(2)  # rank 0 says it once
         raise
-    with distributed.threads(threads), distributed.process_group(world, device):
-        results = train.run_sweep(graphs, dims, runs, world=world, ddp=ddp,
-                                  wrap=_progress_bar(world))
+    steps_here = sum(run.config.steps for run in train.my_runs(runs, world, ddp))
+    with distributed.threads(threads), distributed.process_group(world, device), \
+            step_progress(steps_here if world.rank == 0 else 0, "training") as advance:
+        results = train.run_sweep(graphs, dims, runs, world=world, ddp=ddp, on_step=advance)
     if world.rank != 0:
         return
     _emit({"runs": results, "dims": dims, "preset": label,
            "config": train.config_summary(base, world, ddp),
            "data": corpora.data_summary(data, dims["vocab"])}, fmt, out)
-
-
-def _progress_bar(world):
-    """A progress bar over this rank's runs on rank 0's terminal, none elsewhere."""
-    import contextlib
-
-    if world.rank != 0:
-        return contextlib.nullcontext
-    return lambda runs: progress(runs, "training")
 
 
 def _emit(result: dict, fmt: str, out) -> None:
@@ -137,7 +130,7 @@ def _emit(result: dict, fmt: str, out) -> None:
         title = (f"blockalg train · preset {result['preset']} (d_model={dims['d_model']}, "
                  f"n_layers={dims['n_layers']}, seq_len={dims['seq_len']}, vocab={dims['vocab']})"
                  f" · {result['config']['steps']} steps")
-        click.echo(summary_table(result["runs"], title).render(fmt))
+        click.echo(render_table(summary_table(result["runs"], title), fmt))
 
 
 def standalone(args=None) -> int:

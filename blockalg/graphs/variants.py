@@ -36,6 +36,16 @@ class Variant:
     build: Callable[[], nx.DiGraph]
 
     @property
+    def paper(self) -> str:
+        """The reference's citations without the titles ("—" when the variant has no paper).
+
+        >>> lookup("pre-ln").paper
+        'Radford et al. 2019 (GPT-2); Xiong et al. 2020'
+        """
+        cited = [m.group(0) for part in self.reference.split("; ") if (m := _CITATION.match(part))]
+        return "; ".join(cited) or "—"
+
+    @property
     def summary(self) -> str:
         """The first line of the builder's docstring."""
         return (self.build.__doc__ or "").strip().splitlines()[0]
@@ -47,6 +57,8 @@ class Variant:
 
 
 _CATALOG: dict[str, Variant] = {}
+#: "Author(s) year", with a parenthesis right after the year: a citation without its title.
+_CITATION = re.compile(r"^[A-Z][\w&.\- ]*? (?:19|20)\d\d(?: \([^)']*\))?")
 
 
 def _key(name: str) -> str:
@@ -180,8 +192,9 @@ def post_ln() -> nx.DiGraph:
 
 @variant("hybrid-ln", aliases=("hybridln", "seed", "tutorial"),
          equations=("z = Attn(LN(x))", "a = LN(x + z)", "out = LN(a + FFN(a))", "no final norm"),
-         reference="the wiring drawn in many tutorial explanations of GPT (see shared/seed); "
-                   "a pre-LN attention input on a post-LN block")
+         reference="no paper: the wiring drawn in many tutorial explanations of GPT, e.g. the "
+                   "chat answer whose claims reports/ffn_claims checks; a pre-LN attention input "
+                   "on a post-LN block")
 def hybrid_ln() -> nx.DiGraph:
     """Hybrid-LN: a norm before attention *and* after each residual add: three norms per block.
 

@@ -17,8 +17,7 @@ layers (the identity paths carry it unchanged). The measured numbers are reporte
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
-
+from dataclasses import dataclass, field
 
 from ..graphs.ops import get_op
 from ..graphs.resolve import resolve
@@ -39,6 +38,7 @@ class GradientNorms:
     init_std: float = 0.02
     residual_scaling: bool = True
     ffn_outputs: tuple[str, ...] = ()
+    stream: list[list[float]] = field(default_factory=list)  # [seed][layer]: RMS of x_l
     init: str | None = None  # the scheme, when not the graph's own
 
     def mean(self, series: list[list[float]]) -> list[float]:
@@ -61,14 +61,24 @@ class GradientNorms:
     def to_dict(self) -> dict:
         return {"name": self.name, "seeds": list(self.seeds), "init": self.init,
                 "init_std": self.init_std,
-                "residual_scaling": self.residual_scaling,
+                "residual_scaling": self.residual_scaling, "ffn_outputs": list(self.ffn_outputs),
                 "losses": self.losses,
                 "weights": {leaf: {"per_seed": s, "mean": self.mean(s), "std": self.std(s),
                                    "last_over_first": self.trend(s)}
                             for leaf, s in self.weights.items()},
                 "residual": {"per_seed": self.residual, "mean": self.mean(self.residual),
                              "std": self.std(self.residual),
-                             "last_over_first": self.trend(self.residual)}}
+                             "last_over_first": self.trend(self.residual)},
+                "stream_rms": {"per_seed": self.stream, "mean": self.mean(self.stream)}}
+
+    @classmethod
+    def from_dict(cls, data: dict, dims: dict) -> GradientNorms:
+        """The result back from :meth:`to_dict` (what a report's ``data.json`` holds)."""
+        return cls(data["name"], dims, tuple(data["seeds"]),
+                   {leaf: entry["per_seed"] for leaf, entry in data["weights"].items()},
+                   data["residual"]["per_seed"], data["losses"], data["init_std"],
+                   data["residual_scaling"], tuple(data.get("ffn_outputs", ())),
+                   data.get("stream_rms", {}).get("per_seed", []), data.get("init"))
 
 
 def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET,
@@ -79,12 +89,11 @@ def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_P
     std of the weight init, GPT-2's 0.02 by default; ``residual_scaling``: GPT-2's 1/sqrt(2L) on
     residual projections; ``init``: another scheme than the graph's, e.g. ``"xiong"``, the
     setting of Xiong et al. 2020's Theorem 1, where those two do not apply)."""
-    import torch
 
     from .build import build_model
 
     graph, dims = resolve(variant, preset, dims, **overrides)
-    weights, residual, losses = {}, [], []
+    weights, residual, losses, stream = {}, [], [], []
     for seed in seeds:
         model = build_model(graph, dims, device=device, seed=seed, init_std=init_std,
                             residual_scaling=residual_scaling, init=init)
@@ -101,11 +110,12 @@ def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_P
             handle.remove()
         losses.append(float(loss.detach()))
         residual.append([float(x.grad.norm()) for x in inputs])
+        stream.append([float(x.detach().pow(2).mean().sqrt()) for x in inputs])
         ffn_outputs = tuple(ffn_output_projections(model.blocks[0]))
         for leaf, norms in layer_weight_norms(model).items():
             weights.setdefault(leaf, []).append(norms)
     return GradientNorms(graph.graph["name"], dims, tuple(seeds), weights, residual, losses, init_std,
-                         residual_scaling, ffn_outputs, init)
+                         residual_scaling, ffn_outputs, stream, init)
 
 
 def random_batch(dims: dict, batch: int, seed: int, device: str = "cpu"):

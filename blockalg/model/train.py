@@ -189,17 +189,15 @@ def learning_rate(step: int, config: RunConfig) -> float:
 
 
 def run_sweep(graphs, dims: dict, runs: list[Run], *, world: World = World(), ddp: bool = False,
-              wrap=contextlib.nullcontext) -> list[dict]:
+              on_step=None) -> list[dict]:
     """Train ``runs`` (graphs by index); returns every result on rank 0, ``[]`` on other ranks.
 
     Alone: in order. In a job: runs dealt round-robin to the ranks by index and gathered to
-    rank 0, or with ``ddp`` every run trained by all ranks together. ``wrap(items)`` is a context
-    manager yielding the runs this rank trains (a progress bar).
+    rank 0, or with ``ddp`` every run trained by all ranks together. ``on_step(n)`` is called
+    as this rank's runs advance by ``n`` steps (a progress bar; :func:`my_runs` tells how many).
     """
-    mine = runs if ddp else runs[world.rank::world.size]
-    with wrap(mine) as items:
-        results = [train_run(graphs[run.variant], dims, run.config, world=world, ddp=ddp,
-                             index=run.index) for run in items]
+    results = [train_run(graphs[run.variant], dims, run.config, world=world, ddp=ddp,
+                         index=run.index, on_step=on_step) for run in my_runs(runs, world, ddp)]
     if world.size == 1 or ddp:
         return results if world.rank == 0 else []
     import torch.distributed as dist
@@ -209,6 +207,11 @@ def run_sweep(graphs, dims: dict, runs: list[Run], *, world: World = World(), dd
     if world.rank != 0:
         return []
     return sorted((r for part in gathered for r in part), key=lambda r: r["index"])
+
+
+def my_runs(runs: list[Run], world: World, ddp: bool = False) -> list[Run]:
+    """The runs this rank trains: all of them with ``ddp``, else every ``world.size``-th."""
+    return runs if ddp else runs[world.rank::world.size]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +243,7 @@ class _Clock:
 
 
 def train_run(variant, dims: dict, config: RunConfig, *, world: World = World(), ddp: bool = False,
-              index: int = 0) -> dict:
+              index: int = 0, on_step=None) -> dict:
     """Train the model of ``variant`` (a name, file or graph) at ``dims`` (its vocab must match
     the data: see :func:`data_dims`) under ``config``. Returns the run's record:
 
@@ -254,6 +257,9 @@ def train_run(variant, dims: dict, config: RunConfig, *, world: World = World(),
       gradients, at step 0 and every ``eval_every`` steps;
     * ``tokens_per_s`` (training steps after the first, evaluation excluded) and ``mfu``
       (model FLOPs utilisation, only on a GPU of :data:`PEAK_FLOPS`; else None).
+
+    ``on_step(n)`` is called after every step with ``n = 1`` (and once with the steps left
+    when the run ends early), for a progress bar.
     """
     import torch
 
@@ -290,9 +296,13 @@ def train_run(variant, dims: dict, config: RunConfig, *, world: World = World(),
         x, y = (t.to(device) for t in sample_batch(corpus.train, config.batch, dims["seq_len"],
                                                    batches))
         _step(trained, model, optimizer, x, y, config, step, record, bound, parallel)
+        if on_step:
+            on_step(1)
         if record["status"] != "ok":
             break
         clock.stop(count=step > 0 or config.steps == 1)  # step 0: compilation, allocator warm-up
+    if on_step and len(record["steps"]) < config.steps:  # ended early: the bar still completes
+        on_step(config.steps - len(record["steps"]))
     if record["status"] == "ok":
         record["final_val_loss"] = record["eval"][-1]["val_loss"]
     _throughput(record, graph, dims, config, clock, world.size if parallel else 1)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import textwrap
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -19,53 +21,173 @@ import networkx as nx
 from ..graphs.ops import get_op
 
 FORMATS = ("table", "markdown", "latex", "csv")
+#: Terminal tables are laid out to fit this many columns.
+TEXT_WIDTH = 100
+#: A left-aligned text column is wrapped down to this width, no further (then the table is split
+#: into blocks of columns instead).
+WRAP_MIN = 40
+GAP = "  "
 
 
 @dataclass
 class Table:
     """A titled table of already-formatted cells. ``align`` has one letter per column (``l`` or
-    ``r``); by default the first column is left-aligned and the rest right-aligned."""
+    ``r``); by default the first column is left-aligned and the rest right-aligned.
+
+    ``caption`` and ``label`` are the LaTeX float's (default: the title and the notes; a label
+    made from the title). ``groups`` lists the sizes of the groups of columns after the first
+    that a terminal layout keeps together when it splits a wide table into blocks (default: every
+    column alone); ``wrap_min`` is the narrowest a text column is wrapped to.
+    """
 
     title: str
     headers: list[str]
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
     align: str = ""
+    caption: str = ""
+    label: str = ""
+    groups: list[int] = field(default_factory=list)
+    wrap_min: int = WRAP_MIN
 
     def __post_init__(self):
         self.align = self.align or "l" + "r" * (len(self.headers) - 1)
 
-    def render(self, fmt: str) -> str:
-        return {"table": self.to_text, "markdown": self.to_markdown, "latex": self.to_latex,
-                "csv": self.to_csv}[fmt]()
+    def render(self, fmt: str, *, float_: bool = True, thousands: str = r"\,") -> str:
+        """The table in ``fmt``; for LaTeX a ``table`` float unless ``float_`` is False."""
+        if fmt == "latex":
+            return self.to_latex(thousands, float_=float_)
+        return {"table": self.to_text, "markdown": self.to_markdown, "csv": self.to_csv}[fmt]()
 
-    def to_text(self) -> str:
-        widths = [max(len(str(r[i])) for r in [self.headers, *self.rows]) for i in range(len(self.headers))]
+    # -- text --------------------------------------------------------------------------------
 
-        def line(cells):
-            return "  ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
-                             for c, w, a in zip(cells, widths, self.align)).rstrip()
+    def to_text(self, width: int = TEXT_WIDTH) -> str:
+        """Aligned columns within ``width`` characters: long text cells wrap (down to
+        :data:`WRAP_MIN`); when the columns still do not fit, they are split into blocks, each
+        repeating the first column.
 
-        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-        body = [line(self.headers), rule, *(line(r) for r in self.rows)]
-        return "\n".join([self.title, *body, *self.notes])
+        >>> t = Table("wide", ["k", "a", "b"], [["x", "1" * 30, "2" * 30]])
+        >>> print(t.to_text(width=40))
+        wide
+        k                               a
+        ---------------------------------
+        x  111111111111111111111111111111
+        <BLANKLINE>
+        k                               b
+        ---------------------------------
+        x  222222222222222222222222222222
+        """
+        lines = _wrap(self.title, width)
+        blocks = self._column_blocks(width)
+        for i, columns in enumerate(blocks):
+            lines += ([""] if i else []) + self._text_block([0, *columns], width)
+        for note in self.notes:
+            lines += _wrap(note, width)
+        return "\n".join(lines)
+
+    def _natural(self, i: int) -> int:
+        return max(len(line) for r in [self.headers, *self.rows] for line in str(r[i]).split("\n"))
+
+    def _narrowest(self, i: int) -> int:
+        """The width column ``i`` may be wrapped to: its natural width if it does not wrap (the
+        first column, right-aligned ones), else ``wrap_min`` or its longest word."""
+        natural = self._natural(i)
+        if self.align[i] != "l" or i == 0:
+            return natural
+        longest_word = max((len(w) for r in [self.headers, *self.rows] for w in str(r[i]).split()),
+                           default=0)
+        return min(natural, max(self.wrap_min, min(longest_word, WRAP_MIN)))
+
+    def _column_blocks(self, width: int) -> list[list[int]]:
+        """The columns after the first, in blocks that fit ``width`` next to the first column."""
+        sizes = self.groups or [1] * (len(self.headers) - 1)
+        groups, start = [], 1
+        for size in sizes:
+            groups.append(list(range(start, start + size)))
+            start += size
+        first = self._natural(0)
+        blocks, current, used = [], [], first
+        for group in groups:
+            need = sum(len(GAP) + self._narrowest(i) for i in group)
+            if current and used + need > width:
+                blocks.append(current)
+                current, used = [], first
+            current += group
+            used += need
+        return blocks + [current] if current else blocks or [[]]
+
+    def _text_block(self, columns: list[int], width: int) -> list[str]:
+        widths = {i: self._natural(i) for i in columns}
+        excess = sum(widths.values()) + len(GAP) * (len(columns) - 1) - width
+        while excess > 0:  # narrow the widest wrappable column, one character at a time
+            wrappable = [i for i in columns if widths[i] > self._narrowest(i)]
+            if not wrappable:
+                break
+            widest = max(wrappable, key=lambda i: widths[i])
+            widths[widest] -= 1
+            excess -= 1
+
+        def cell_lines(i, text):
+            return [part for line in str(text).split("\n") for part in _wrap(line, widths[i])]
+
+        def render(cells):
+            wrapped = [cell_lines(i, c) for i, c in zip(columns, cells)]
+            out = []
+            for k in range(max(len(w) for w in wrapped)):
+                parts = [(w[k] if k < len(w) else "") for w in wrapped]
+                out.append(GAP.join(p.ljust(widths[i]) if self.align[i] == "l" else p.rjust(widths[i])
+                                    for p, i in zip(parts, columns)).rstrip())
+            return out
+
+        picked = [[row[i] for i in columns] for row in self.rows]
+        body = [render(cells) for cells in picked]
+        # mostly multi-line rows (closed forms): a blank line between rows; else the indented
+        # continuation lines are enough
+        spaced = 2 * sum(len(lines) > 1 for lines in body) > len(body)
+        rule = "-" * (sum(widths.values()) + len(GAP) * (len(columns) - 1))
+        lines = [*render([self.headers[i] for i in columns]), rule]
+        for k, row_lines in enumerate(body):
+            lines += ([""] if spaced and k else []) + row_lines
+        return lines
+
+    # -- Markdown, LaTeX, CSV -----------------------------------------------------------------
 
     def to_markdown(self) -> str:
+        """A Markdown (GitHub) table; the notes follow as paragraphs."""
         align = ["---" if a == "l" else "---:" for a in self.align]
         lines = [_md_row(self.headers), _md_row(align), *(_md_row(r) for r in self.rows)]
         return "\n".join(lines + ([""] + self.notes if self.notes else []))
 
-    def to_latex(self, thousands: str = ",") -> str:
-        """A booktabs tabular; ``thousands`` replaces the separator in integers (e.g. ``\\,``)."""
-        def cell(text):
-            escaped = latex_escape(text)
-            return escaped.replace(",", thousands) if _is_formatted_int(str(text)) else escaped
+    def to_latex(self, thousands: str = r"\,", *, float_: bool = True) -> str:
+        r"""A booktabs tabular inside a ``table`` float with a caption and a label (a bare tabular
+        with the caption as a comment when ``float_`` is False). It needs only ``booktabs``:
+        symbols are in math mode, minus signs are ``$-$``, and ``thousands`` (a thin space
+        ``\,`` by default) groups the digits of integers.
 
-        lines = [f"% {self.title}", f"\\begin{{tabular}}{{{self.align}}}", "\\toprule",
-                 " & ".join(map(latex_escape, self.headers)) + r" \\", "\\midrule",
-                 *(" & ".join(map(cell, r)) + r" \\" for r in self.rows),
-                 "\\bottomrule", "\\end{tabular}"]
-        return "\n".join(lines)
+        >>> print(Table("Δ", ["quantity", "Δ"], [["params", "-1,536"]], label="tab:d").to_latex())
+        \begin{table}[htbp]
+        \centering
+        \caption{$\Delta$}
+        \label{tab:d}
+        \begin{tabular}{lr}
+        \toprule
+        quantity & $\Delta$ \\
+        \midrule
+        params & $-$1\,536 \\
+        \bottomrule
+        \end{tabular}
+        \end{table}
+        """
+        tabular = [f"\\begin{{tabular}}{{{self.align}}}", "\\toprule",
+                   " & ".join(map(latex_escape, self.headers)) + r" \\", "\\midrule",
+                   *(" & ".join(latex_cell(c, thousands) for c in r) + r" \\" for r in self.rows),
+                   "\\bottomrule", "\\end{tabular}"]
+        caption = latex_escape(self.caption or " ".join([self.title, *self.notes]))
+        if not float_:
+            return "\n".join([f"% {line}" for line in caption.splitlines()] + tabular)
+        return "\n".join([r"\begin{table}[htbp]", r"\centering", f"\\caption{{{caption}}}",
+                          f"\\label{{{self.label or label_of(self.title)}}}", *tabular,
+                          r"\end{table}"])
 
     def to_csv(self) -> str:
         """CSV with plain integers (no thousands separators), so a spreadsheet reads numbers."""
@@ -75,6 +197,26 @@ class Table:
         writer.writerows([[c.replace(",", "") if _is_formatted_int(str(c)) else c for c in row]
                           for row in self.rows])
         return out.getvalue().rstrip("\n")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, continuation lines indented by two
+    (unless a word would not fit then)."""
+    if len(text) <= width:
+        return [text]
+    longest = max((len(w) for w in text.split()), default=0)
+    indent = "  " if longest + 2 <= width else ""
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
+
+
+def label_of(text: str) -> str:
+    """A LaTeX label made from a title: ``tab:`` and its words, lower case, joined by ``-``.
+
+    >>> label_of("blockalg compare · preset tiny")
+    'tab:blockalg-compare-preset-tiny'
+    """
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return "tab:" + "-".join(words[:8])
 
 
 def _is_formatted_int(cell: str) -> bool:
@@ -89,19 +231,74 @@ def _md_row(cells) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}"}
+                  "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+                  "|": r"\textbar{}"}
+#: Characters outside ASCII as maths (merged into one ``$...$`` when adjacent) ...
+_LATEX_MATH = {"Δ": r"\Delta", "−": "-", "×": r"\times", "·": r"\cdot", "→": r"\to",
+               "←": r"\leftarrow", "↦": r"\mapsto", "⇔": r"\Leftrightarrow", "≥": r"\geq",
+               "≤": r"\leq", "≈": r"\approx", "≠": r"\neq", "±": r"\pm", "∞": r"\infty",
+               "‖": r"\|", "∂": r"\partial", "∇": r"\nabla", "√": r"\surd", "α": r"\alpha",
+               "β": r"\beta", "γ": r"\gamma", "ε": r"\epsilon", "σ": r"\sigma", "ω": r"\omega",
+               "π": r"\pi", "Σ": r"\Sigma", "⊙": r"\odot", "∈": r"\in", "ᵀ": r"^{\top}",
+               "²": "^{2}", "³": "^{3}", "¹": "^{1}", "⁴": "^{4}", "⁻": "^{-}", "¼": r"\frac{1}{4}",
+               "½": r"\frac{1}{2}", "₁": "_{1}", "₂": "_{2}", "ₖ": "_{k}", "⌊": r"\lfloor",
+               "⌋": r"\rfloor", "⌈": r"\lceil", "⌉": r"\rceil", "′": "'"}
+#: ... and as text.
+_LATEX_TEXT = {"…": r"\ldots{}", "—": "---", "–": "--", "“": "``", "”": "''", "‘": "`", "’": "'",
+               "é": r"\'e", "ü": r"\"u", "ö": r"\"o", "\u00a0": "~"}
 
 
 def latex_escape(text: str) -> str:
-    r"""Escape LaTeX's special characters, except inside ``$...$`` maths.
+    r"""Escape LaTeX's special characters and write symbols in math mode, except inside
+    ``$...$`` maths (kept as is). What comes out compiles with pdflatex in a plain ``article``;
+    a character with no LaTeX form becomes ``?``.
 
     >>> latex_escape("params.per_block")
     'params.per\\_block'
+    >>> latex_escape("‖∂loss/∂x‖ · 2")
+    '$\\| \\partial$loss/$\\partial$x$\\|$ $\\cdot$ 2'
     """
     parts = str(text).split("$")
     for i in range(0, len(parts), 2):  # even parts lie outside $...$
-        parts[i] = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in parts[i])
+        parts[i] = _escape_text(parts[i])
     return "$".join(parts)
+
+
+def _escape_text(text: str) -> str:
+    out, math = [], []
+    for ch in text:
+        if ch in _LATEX_MATH:
+            math.append(_LATEX_MATH[ch])
+            continue
+        if math:
+            out.append("$" + " ".join(math) + "$")
+            math = []
+        out.append(_LATEX_SPECIAL.get(ch) or _LATEX_TEXT.get(ch) or (ch if ch.isascii() else "?"))
+    if math:
+        out.append("$" + " ".join(math) + "$")
+    return "".join(out)
+
+
+_BIG = re.compile(r"^([+-]?)(\d)\.(\d+)e\+(\d+) \((\d+) digits\)$")
+
+
+def latex_cell(text, thousands: str = r"\,") -> str:
+    r"""One table cell in LaTeX: an integer with ``thousands`` between digit groups and a math
+    sign, an abbreviated one as a power of ten, anything else escaped.
+
+    >>> latex_cell("-1,536"), latex_cell("1.1481e+602 (603 digits)")
+    ('$-$1\\,536', '$1.1481\\times10^{602}$ (603 digits)')
+    """
+    text = str(text)
+    if _is_formatted_int(text):
+        sign = {"-": "$-$", "+": "$+$"}.get(text[0], "")
+        return sign + text.lstrip("+-").replace(",", thousands)
+    big = _BIG.match(text)
+    if big:
+        sign, lead, frac, exponent, digits = big.groups()
+        sign = {"-": "$-$", "+": "$+$"}.get(sign, "")
+        return f"{sign}${lead}.{frac}\\times10^{{{exponent}}}$ ({digits} digits)"
+    return latex_escape(text)
 
 
 def format_int(value: int, signed: bool = False) -> str:
@@ -114,11 +311,14 @@ LONG_INT_DIGITS = 25
 
 def format_value(value, signed: bool = False) -> str:
     """A number for a table: ints with thousands separators (from 25 digits on, in scientific form
-    with the digit count; the JSON output stays exact), rationals as ``p/q``.
+    with the digit count; the JSON output stays exact), rationals as ``p/q`` (a long one as its
+    value to 6 digits, with the digit counts).
 
     >>> import sympy
     >>> format_value(1234), format_value(sympy.Rational(7, 2)), format_value(sympy.Rational(-1, 3), True)
     ('1,234', '7/2', '-1/3')
+    >>> format_value(4**1000), format_value(sympy.Rational(4**100 + 1, 4**99))
+    ('1.1481e+602 (603 digits)', '≈4 (61/60-digit fraction)')
     """
     if isinstance(value, int) or getattr(value, "is_Integer", False):
         if abs(int(value)) >= 10**LONG_INT_DIGITS:  # a table cell, not a record: JSON keeps it exact
@@ -127,6 +327,11 @@ def format_value(value, signed: bool = False) -> str:
             return f"{sign}{digits[0]}.{digits[1:5]}e+{len(digits) - 1} ({len(digits)} digits)"
         return format_int(int(value), signed)
     text = str(value)
+    if len(text) > LONG_INT_DIGITS and getattr(value, "is_Rational", False):
+        # a mean over 4^1000 paths is a fraction of hundreds of digits: its value, to 6 digits
+        p, q = str(abs(value.p)), str(value.q)
+        text = f"≈{float(value):.6g} ({len(p)}/{len(q)}-digit fraction)"
+        return f"+{text}" if signed and value >= 0 else text
     return f"+{text}" if signed and value >= 0 else text
 
 

@@ -17,11 +17,22 @@ import os
 import re
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from ..errors import BlockalgError
-from .render import Table, graph_to_mermaid
-from .tables import written
+from ..files import current_umask
+from .render import Table, graph_to_mermaid, latex_escape
+from .tables import (
+    EXPERT_DIMS,
+    closed_form_table,
+    comparison_table,
+    dims_line,
+    gradient_tables,
+    label_part,
+    uses_experts,
+    written,
+)
 
 TEXT_SUFFIXES = {".md", ".tex", ".csv", ".json", ".txt", ".mmd"}
 MARKER = ".blockalg-report"  # marks a folder blockalg wrote, so rewriting it may replace it
@@ -39,11 +50,17 @@ def replaceable(out) -> Path:
 
 
 class ReportFolder:
-    """The files of one report, relative path → bytes."""
+    """The files of one report, relative path → bytes.
 
-    def __init__(self, thousands: str = ","):
+    ``thousands`` separates digit groups in the LaTeX tables (a thin space by default). With
+    ``draw=False`` figures are not rendered (a drift check compares text files only): a figure may
+    be passed as a function making it, so it is not even built then.
+    """
+
+    def __init__(self, thousands: str = r"\,", draw: bool = True):
         self.files: dict[str, bytes] = {}
         self.thousands = thousands
+        self.draw = draw
 
     def add_text(self, name: str, text: str) -> str:
         self.files[name] = (text.rstrip("\n") + "\n").encode("utf-8")
@@ -53,8 +70,9 @@ class ReportFolder:
         return self.add_text(name, json.dumps(data, indent=2, sort_keys=False))
 
     def add_table(self, stem: str, table: Table) -> str:
-        """``stem.md``, ``stem.tex`` and ``stem.csv``; returns the Markdown text for embedding.
-        CSV cells hold plain integers (no separators) so a spreadsheet reads numbers."""
+        """``stem.md``, ``stem.tex`` (a captioned, labelled ``table`` float) and ``stem.csv``;
+        returns the Markdown text for embedding. CSV cells hold plain integers (no separators) so a
+        spreadsheet reads numbers."""
         markdown = table.to_markdown()
         self.add_text(f"{stem}.md", f"**{table.title}**\n\n{markdown}")
         self.add_text(f"{stem}.tex", table.to_latex(self.thousands))
@@ -62,9 +80,15 @@ class ReportFolder:
         return markdown
 
     def add_figure(self, stem: str, fig) -> str:
-        """``stem.png`` and ``stem.svg``; returns the PNG's path for embedding."""
+        """``stem.png`` and ``stem.svg`` of ``fig`` (a Figure, or a function returning one);
+        returns the PNG's path for embedding."""
         from .plots import figure_bytes, pyplot
 
+        if not self.draw:
+            if not callable(fig):
+                pyplot().close(fig)
+            return f"{stem}.png"
+        fig = fig() if callable(fig) else fig
         for fmt in FIGURE_FORMATS:
             self.files[f"{stem}.{fmt}"] = figure_bytes(fig, fmt)
         pyplot().close(fig)
@@ -75,9 +99,7 @@ class ReportFolder:
         out = replaceable(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a report is not
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; a report is not
         try:
             (staging / MARKER).write_text("written by blockalg; the whole folder is replaced on rewrite\n")
             for name, data in self.files.items():
@@ -95,10 +117,14 @@ class ReportFolder:
             raise
         return out
 
+    def text_files(self) -> list[str]:
+        """The files a drift check compares (text: Markdown, LaTeX, CSV, JSON...)."""
+        return [n for n in self.files if Path(n).suffix in TEXT_SUFFIXES]
+
     def differences(self, out) -> list[str]:
         """Text files that are missing in ``out``, differ from it, or are extra there."""
         out = Path(out)
-        texts = {n: d for n, d in self.files.items() if Path(n).suffix in TEXT_SUFFIXES}
+        texts = {n: self.files[n] for n in self.text_files()}
         differ = [n for n, d in texts.items() if not (out / n).is_file() or (out / n).read_bytes() != d]
         on_disk = {str(p.relative_to(out)) for p in out.rglob("*")
                    if p.is_file() and p.suffix in TEXT_SUFFIXES} if out.is_dir() else set()
@@ -113,65 +139,235 @@ def latex_math(expr) -> str:
 # ---------------------------------------------------------------------------------------------
 # The folder of `blockalg report`.
 
+#: What each dimension symbol means, for the conventions paragraph (symbol as the tables write it).
+SYMBOL_MEANINGS = {
+    "d_model": "width of the residual stream", "n_heads": "attention heads",
+    "d_head": "width of a head (d/h by default)", "n_kv_heads": "key/value heads (h by default)",
+    "d_ff": "hidden width of the FFN (4d by default)", "n_layers": "number of blocks",
+    "n_ctx": "rows of the position table (the longest sequence)",
+    "seq_len": "tokens per sequence analysed (s ≤ n_ctx)", "batch": "sequences per batch",
+    "vocab": "vocabulary size", "n_experts": "experts per MoE layer",
+    "top_k": "experts active per token"}
 
-def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = ",",
-                   seq_lens=(128, 256, 512, 1024, 2048, 4096, 8192)) -> ReportFolder:
+
+def conventions_latex(experts: bool) -> str:
+    """The paragraph defining every symbol and convention the report's tables use."""
+    from ..graphs.symbols import DIMENSIONS, LATEX_NAMES
+
+    symbols = [f"${LATEX_NAMES[DIMENSIONS[name]]}$ = {latex_escape(name)} "
+               f"({latex_escape(meaning)})" for name, meaning in SYMBOL_MEANINGS.items()
+               if experts or name not in EXPERT_DIMS]
+    return "\n".join([
+        r"\paragraph{Symbols.} " + "; ".join(symbols) + ". Every dimension is a positive integer.",
+        r"\paragraph{Parameters} are whole-model counts, exact integers: components attention, "
+        r"FFN, norm (every norm, the final one included), scale (learned scales) and embedding "
+        r"(token and position tables; a tied unembedding has no parameters of its own).",
+        r"\paragraph{FLOPs} count one multiply-add as 2 FLOPs, for one sequence of $s$ tokens at "
+        r"batch 1, unembedding included. Matmul FLOPs are what PyTorch's \texttt{FlopCounterMode} "
+        r"counts, with attention scores at the dense $s \times s$ cost; ``causal'' counts only "
+        r"the $s(s+1)/2$ unmasked scores; backward matmul FLOPs are $2\times$ the forward ones. "
+        r"Other FLOPs are the elementwise work (norms, softmax, activations, residual adds).",
+        r"\paragraph{Gradient paths} run through the unrolled model from the embedding output to "
+        r"the unembedding input; $n$, $a$, $f$ count the norms, attention and FFN sublayers a path "
+        r"crosses, and $T(n, a, f)$, the block's path generating function, sums "
+        r"$n^{\#\mathrm{norms}} a^{\#\mathrm{attention}} f^{\#\mathrm{FFN}}$ over its paths. "
+        r"``Shortest'' and ``longest'' minimise and maximise each count separately; means are "
+        r"over all paths, each counted once."])
+
+
+def quantity_name(key: str) -> str:
+    """A quantity's name in words, for the closed-forms table: ``params.norm`` → ``norm
+    parameters``."""
+    return QUANTITY_NAMES.get(key, key)
+
+
+QUANTITY_NAMES = {
+    "params.total": "parameters, whole model", "params.active": "parameters active per token",
+    "params.per_block": "parameters per block", "params.attention": "attention parameters",
+    "params.ffn": "FFN parameters", "params.norm": "norm parameters",
+    "params.scale": "learned-scale parameters", "params.embedding": "embedding parameters",
+    "flops.forward_matmul": "forward matmul FLOPs", "flops.backward_matmul": "backward matmul FLOPs",
+    "flops.forward_other": "forward other FLOPs",
+    "flops.forward_matmul_causal": "forward matmul FLOPs, causal",
+    "paths.count": "number of gradient paths", "paths.shortest.norms": "norms, shortest path",
+    "paths.shortest.sublayers": "sublayers, shortest path", "paths.longest.norms": "norms, longest path",
+    "paths.longest.sublayers": "sublayers, longest path",
+    "paths.mean_sublayers": "sublayers, mean over paths", "paths.mean_norms": "norms, mean over paths"}
+
+
+def closed_forms_latex(analyses, keys) -> str:
+    """One captioned, labelled table per variant: each quantity named, with its closed form."""
+    parts = []
+    for a in analyses:
+        table = Table(f"closed forms of {a.name}", ["quantity", "key", "closed form"],
+                      [[quantity_name(k), k, latex_math(a.closed_form(k))] for k in keys],
+                      align="lll", label=f"tab:closed-forms-{label_part(a.name)}",
+                      caption=f"Closed forms of {a.name}, with L symbolic; the relations d_ff = 4d, "
+                              f"d_head = d/h and n_kv_heads = h are applied where they hold at "
+                              f"preset {a.preset}.")
+        parts.append(table.to_latex())
+    return "\n\n".join(parts)
+
+
+def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = r"\,",
+                   measured: list[dict] | None = None, draw: bool = True) -> ReportFolder:
     """Everything blockalg says about ``graphs``, at each shape of ``shapes`` (label → dims, or
-    preset names)."""
+    preset names): ``README.md``, ``report.tex`` (a document: title, conventions, a section per
+    preset with captioned tables and figures, closed forms, block graphs), tables, figures,
+    ``closed_forms.tex`` and ``data.json``.
+
+    ``empirical`` adds gradient norms measured at initialisation, or reuses ``measured`` (the
+    ``data.json`` entries of an earlier run) without measuring again. ``draw=False`` renders no
+    figures (for a drift check).
+    """
     from ..analysis.analyze import analyze, quantity_keys
     from ..graphs.presets import resolve_dims
     from . import plots
-    from .tables import closed_form_table, comparison_table
 
-    folder = ReportFolder(thousands)
+    folder = ReportFolder(thousands, draw=draw)
     names = [g.graph["name"] for g in graphs]
+    experts = uses_experts(graphs)
     md = [f"# blockalg report: {', '.join(names)}", "",
           "Exact counts from the block graphs (blockalg). Parameters are whole-model figures; FLOPs "
           "are for one sequence of seq_len tokens at batch 1, unembedding included, attention at "
           "the dense s×s cost (see the README's conventions).", ""]
+    tex = [r"\section{Conventions}", conventions_latex(experts), ""]
     data = {"variants": names, "presets": {}}
     shapes = shapes if isinstance(shapes, dict) else {p: resolve_dims(p) for p in shapes}
     for preset, dims in shapes.items():
         analyses = [analyze(g, preset=preset, dims=dims) for g in graphs]
         data["presets"][preset] = {"dims": dims, "variants": [a.to_dict() for a in analyses]}
-        md += [f"## {preset}", "", ", ".join(f"{k} = {v}" for k, v in dims.items()), ""]
-        md += [folder.add_table(f"tables/{preset}/compare", comparison_table(analyses, quantity_keys())), ""]
-        md += [f"![parameters per component]({folder.add_figure(f'figures/{preset}/params', plots.params_by_component(analyses))})", ""]
-        curves = {a.name: flop_curve(a, [s for s in seq_lens]) for a in analyses}
-        md += [f"![FLOPs per token]({folder.add_figure(f'figures/{preset}/flops_per_token', plots.flops_per_token(curves, preset))})", ""]
+        shape = dims_line(dims, graphs).replace("=", " = ")
+        md += [f"## {preset}", "", shape, ""]
+        tex += [f"\\section{{Preset {latex_escape(preset)}}}",
+                f"Dimensions: {dims_latex(dims, graphs)}.", ""]
+        table = comparison_table(analyses, quantity_keys())
+        md += [folder.add_table(f"tables/{preset}/compare", table), ""]
+        tex += [f"\\input{{tables/{preset}/compare.tex}}", ""]
         layers = dims["n_layers"]
-        stats = {a.name: a.paths for a in analyses}
-        md += [f"![gradient paths]({folder.add_figure(f'figures/{preset}/paths', plots.path_distribution(stats, layers))})", ""]
+        figures = [
+            ("params", "parameters per component", partial(plots.params_by_component, analyses),
+             f"Parameters per component at preset {preset} (log scale), one bar per variant, "
+             f"labelled with its count."),
+            ("flops_per_token", "FLOPs per token",
+             partial(plots.flops_per_token, {a.name: flop_curve(a) for a in analyses}, preset),
+             f"Forward FLOPs per token against the sequence length s, up to n_ctx = "
+             f"{dims['n_ctx']}, at preset {preset}: all forward FLOPs (left) and the matmul "
+             f"FLOPs alone (right). Attention adds a term linear in s."),
+            ("paths", "gradient paths",
+             partial(plots.path_distribution, {a.name: a.paths for a in analyses}, layers),
+             f"Gradient paths at L = {layers}: the share of paths by sublayers crossed (left) and "
+             f"the norms on the shortest path from the output back to each layer (right).")]
+        for stem, alt, make, caption in figures:
+            png = folder.add_figure(f"figures/{preset}/{stem}", make)
+            md += [f"![{alt}]({png})", ""]
+            tex += [figure_latex(png, caption, f"fig:{label_part(preset)}-{stem}")]
+        tex += [r"\clearpage", ""]
     closed = closed_form_table(analyses, quantity_keys(), "latex")
     md += ["## Closed forms", "", "Defaults applied where the last preset satisfies them "
            "(d_ff = 4d, d_head = d/h).", "", folder.add_table("tables/closed_forms", closed), ""]
-    folder.add_text("closed_forms.tex", "\n".join(
-        f"% {a.name}: {key}\n\\[ {latex_math(a.closed_form(key)).strip('$')} \\]"
-        for a in analyses for key in quantity_keys()))
+    folder.add_text("closed_forms.tex", closed_forms_latex(analyses, quantity_keys()))
+    tex += [r"\section{Closed forms}", "Each quantity as a function of the dimensions, with the "
+            "number of layers $L$ symbolic (symbols as in the conventions).", "",
+            r"\input{closed_forms.tex}", r"\clearpage", ""]
     if empirical:
-        from ..model.gradients import gradient_norms
-
-        results = [gradient_norms(g) for g in graphs]
-        data["gradients"] = [r.to_dict() for r in results]
-        md += ["## Gradient norms at initialisation (measured)", "",
-               f"![gradient norms]({folder.add_figure('figures/gradients', plots.gradient_norms(results))})", ""]
+        md_part, tex_part, data["gradients"] = _gradient_section(folder, graphs, measured)
+        md += md_part
+        tex += tex_part
     md += ["## Block graphs", ""]
+    tex += [r"\section{Block graphs}", "Each block drawn from its graph: solid arrows join "
+            "consecutive sublayers, dashed arrows are the residual connections, and an edge "
+            "scale is written on its edge.", ""]
+    drawings = []
     for g in graphs:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", g.graph["name"]).strip(".") or "block"
         folder.add_text(f"graphs/{name}.mmd", graph_to_mermaid(g))
-        png = folder.add_figure(f"figures/graph_{name}", plots.block_drawing(g))
-        md += [f"### {name}", "", "; ".join(g.graph.get("equations", [])), "",
-               "```mermaid", graph_to_mermaid(g), "```", "", f"![{name}]({png})", ""]
+        png = folder.add_figure(f"figures/graph_{name}", partial(plots.block_drawing, g))
+        equations = "; ".join(g.graph.get("equations", []))
+        md += [f"### {name}", "", equations, "", "```mermaid", graph_to_mermaid(g), "```", "",
+               f"![{name}]({png})", ""]
+        drawings.append((png, f"The block of {g.graph['name']}: {equations or 'a graph file'}.",
+                         f"fig:graph-{label_part(name)}"))
+    for i in range(0, len(drawings), 2):  # two drawings side by side
+        tex += [figures_side_by_side(drawings[i:i + 2])]
     folder.add_json("data.json", data)
     folder.add_text("README.md", "\n".join(md))
-    folder.add_text("report.tex", latex_document(folder))
+    folder.add_text("report.tex", latex_document(f"blockalg report: {', '.join(names)}", tex))
     return folder
 
 
-def flop_curve(analysis, seq_lens):
-    """Forward FLOPs per token at each sequence length: (lengths, matmul, matmul + other)."""
-    from ..graphs.expr import evaluate
+def _gradient_section(folder, graphs, measured):
+    """The measured gradients at init (or the ``measured`` ones of an earlier run): Markdown,
+    LaTeX and the data.json entries."""
+    from ..graphs.presets import resolve_dims
+    from ..model.gradients import DEFAULT_PRESET, GradientNorms, gradient_norms
+    from . import plots
 
+    if measured is None:
+        results = [gradient_norms(g) for g in graphs]
+        measured = [r.to_dict() for r in results]
+    else:
+        results = [GradientNorms.from_dict(entry, resolve_dims(DEFAULT_PRESET)) for entry in measured]
+    png = folder.add_figure("figures/gradients", partial(plots.gradient_norms, results))
+    first = results[0]
+    setting = (f"d_model {first.dims['d_model']}, {first.dims['n_layers']} layers, init std "
+               f"{first.init_std:g}, {len(first.seeds)} seeds")
+    tables = list(gradient_tables(results, first.dims["n_layers"], setting))
+    caption = (f"Gradients at initialisation, measured on the built models (d_model "
+               f"{first.dims['d_model']}, {first.dims['n_layers']} layers, {len(first.seeds)} "
+               f"seeds). Left: the norm of the gradient of each layer's FFN output matrix. Right: "
+               f"the gradient at each block's input times the RMS of that input, relative to the "
+               f"last layer: block 1's input is the raw embedding, whose small scale a following "
+               f"norm divides by, so the unscaled gradient there is larger without any vanishing "
+               f"further on.")
+    md = ["## Gradient norms at initialisation (measured)", "", f"![gradient norms]({png})", ""]
+    tex = [r"\section{Gradient norms at initialisation (measured)}",
+           figure_latex(png, caption, "fig:gradients")]
+    for stem, table in zip(("weights", "residual"), tables):
+        md += [folder.add_table(f"tables/gradients_{stem}", table), ""]
+        tex += [f"\\input{{tables/gradients_{stem}.tex}}"]
+    return md, tex + [r"\clearpage", ""], measured
+
+
+def dims_latex(dims, graphs) -> str:
+    """``$d$ = 768, $h$ = 12, ...``: the dimensions in the report's symbols."""
+    from ..graphs.symbols import DIMENSIONS, LATEX_NAMES
+
+    hidden = () if uses_experts(graphs) else EXPERT_DIMS
+    return ", ".join(f"${LATEX_NAMES[DIMENSIONS[k]]} = {v:,}$".replace(",", r"\,")
+                     for k, v in dims.items() if k not in hidden and k in DIMENSIONS)
+
+
+def figure_latex(png: str, caption: str, label: str) -> str:
+    """A ``figure`` float including ``png`` (graphicx) at the text's width, captioned and
+    labelled."""
+    return "\n".join([r"\begin{figure}[htbp]", r"\centering",
+                      f"\\includegraphics[width=\\linewidth]{{{png}}}",
+                      f"\\caption{{{latex_escape(caption)}}}", f"\\label{{{label}}}",
+                      r"\end{figure}", ""])
+
+
+def figures_side_by_side(figures) -> str:
+    """One ``figure`` float holding ``figures`` ((png, caption, label), at most two) side by
+    side, each in a minipage with its own caption and label."""
+    parts = []
+    for png, caption, label in figures:
+        parts.append("\n".join([
+            r"\begin{minipage}[t]{0.48\linewidth}", r"\centering",
+            r"\includegraphics[width=\linewidth,height=0.55\textheight,keepaspectratio]"
+            f"{{{png}}}", f"\\caption{{{latex_escape(caption)}}}", f"\\label{{{label}}}",
+            r"\end{minipage}"]))
+    return "\n".join([r"\begin{figure}[htbp]", r"\centering", "\\hfill\n".join(parts),
+                      r"\end{figure}", ""])
+
+
+def flop_curve(analysis, seq_lens=None):
+    """Forward FLOPs per token at each sequence length (default: powers of two up to the
+    preset's n_ctx): (lengths, matmul, matmul + other)."""
+    from ..graphs.expr import evaluate
+    from .plots import seq_lengths
+
+    seq_lens = seq_lens or seq_lengths(analysis.dims["n_ctx"])
     matmul, total = [], []
     for s in seq_lens:
         dims = {**analysis.dims, "seq_len": s, "n_ctx": max(s, analysis.dims["n_ctx"])}
@@ -182,16 +378,23 @@ def flop_curve(analysis, seq_lens):
     return list(seq_lens), matmul, total
 
 
-def latex_document(folder: ReportFolder) -> str:
-    """A standalone LaTeX document that inputs every table of the folder (compiles as is)."""
-    tables = sorted(n for n in folder.files if n.endswith(".tex") and n.startswith("tables/"))
-    body = []
-    for name in tables:
-        body += [r"\begin{table}[h]\centering\small", rf"\input{{{name}}}", r"\end{table}", ""]
-    return "\n".join([r"\documentclass{article}", r"\usepackage[margin=1.5cm,landscape]{geometry}",
-                      r"\usepackage{booktabs}", r"\usepackage[utf8]{inputenc}",
-                      r"\DeclareUnicodeCharacter{0394}{$\Delta$}", r"\begin{document}", *body,
-                      r"\section*{Closed forms}", r"\input{closed_forms.tex}", r"\end{document}"])
+def latex_document(title: str, body: list[str]) -> str:
+    r"""A standalone LaTeX document (pdflatex; packages of every TeX Live base install): title,
+    date and ``body``. The tables it inputs need only ``booktabs``.
+
+    >>> print(latex_document("t", ["x"]).splitlines()[0])
+    \documentclass[11pt]{article}
+    """
+    return "\n".join([
+        r"\documentclass[11pt]{article}", r"\usepackage[margin=2cm]{geometry}",
+        r"\usepackage{booktabs,amsmath,graphicx}",
+        # let floats fill pages: a report is mostly tables and figures
+        r"\renewcommand{\topfraction}{0.9}", r"\renewcommand{\bottomfraction}{0.8}",
+        r"\renewcommand{\textfraction}{0.07}", r"\renewcommand{\floatpagefraction}{0.75}",
+        r"\setcounter{topnumber}{3}", r"\setcounter{totalnumber}{5}",
+        f"\\title{{{latex_escape(title)}}}",
+        r"\author{written by blockalg}", r"\date{\today}", r"\begin{document}", r"\maketitle",
+        "", *body, r"\end{document}"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,12 +420,22 @@ def study_main(build, name: str, argv=None) -> int:
     out = Path(args.out) if args.out else reports_dir() / name
     folder = build(quick=args.quick)
     if args.check:
-        differing = folder.differences(out)
-        for item in differing:
-            print(f"differs: {out / item}", file=sys.stderr)
-        return 1 if differing else 0
+        return drift_report(folder, out, lambda line: print(line, file=sys.stderr))
     folder.write(out)
     print(f"wrote {len(folder.files)} files to {out}", file=sys.stderr)
+    return 0
+
+
+def drift_report(folder: ReportFolder, out, say) -> int:
+    """Compare ``folder``'s text files with ``out``; ``say`` one line per differing file and a
+    closing line either way. Returns the exit code: 1 on drift, else 0."""
+    differing = folder.differences(out)
+    for name in differing:
+        say(f"differs: {Path(out) / name}")
+    if differing:
+        say(f"drift: {len(differing)} text file(s) in {out} differ from what would be written")
+        return 1
+    say(f"no drift: the {len(folder.text_files())} text files of {out} are what would be written")
     return 0
 
 

@@ -27,7 +27,7 @@ def summary_table(runs: list[dict], title: str = "blockalg train"):
              r["status"] if r["status"] == "ok" else f"diverged@{r['diverged_at']}",
              _cell(r["final_val_loss"]), _cell(r["tokens_per_s"], 3)] for r in runs]
     return Table(title, ["variant", "lr", "warmup", "seed", "status", "final val loss",
-                         "tokens/s"], rows, align="lrrrlrr")
+                         "tokens/s"], rows, align="lrrrlrr", label="tab:train-runs")
 
 
 def _cell(x, digits: int = 4) -> str:
@@ -35,11 +35,12 @@ def _cell(x, digits: int = 4) -> str:
 
 
 def records_csv(runs: list[dict], key: str, fields: tuple[str, ...]) -> str:
-    """One CSV row per entry of ``run[key]`` (``steps`` or ``eval``), prefixed by the run's labels."""
+    """One CSV row per entry of ``run[key]`` (``steps`` or ``eval``), prefixed by the run's labels
+    (its learning rate as ``peak_lr``: a step's own ``lr`` is the schedule's value at that step)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    labels = ("variant", "lr", "warmup", "seed")
-    writer.writerow([*labels, *fields])
+    labels = {"variant": "variant", "lr": "peak_lr", "warmup": "warmup", "seed": "seed"}
+    writer.writerow([*labels.values(), *fields])
     for run in runs:
         for entry in run[key]:
             writer.writerow([run[k] for k in labels] + ["" if entry[f] is None else repr(entry[f])
@@ -50,77 +51,105 @@ def records_csv(runs: list[dict], key: str, fields: tuple[str, ...]) -> str:
 def loss_curves(runs: list[dict], title: str = "", ymax: float | None = None,
                 baseline: float | None = None):
     """Training loss (lines) and validation loss (dots) per step: one panel per variant and
-    warm-up, one colour per learning rate; a cross marks where a run diverged, a dashed grey
-    line the ``baseline`` (e.g. the unigram loss)."""
-    from .plots import pyplot
+    warm-up, one colour (and line style) per learning rate; a dashed grey line the ``baseline``
+    (e.g. the unigram loss). The loss axis is fitted to the data (at most ``ymax``); a run that
+    diverged is marked by a cross at the top edge where it ended, and only then does the title
+    say so."""
+    from .plots import LINESTYLES, PALETTE, pyplot
 
     plt = pyplot()
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     warmups = sorted({r["warmup"] for r in runs})
     lrs = sorted({r["lr"] for r in runs})
-    colors = {lr: plt.get_cmap("viridis")(i / max(1, len(lrs) - 1)) for i, lr in enumerate(lrs)}
+    styles = {lr: (PALETTE[i % len(PALETTE)], LINESTYLES[i % len(LINESTYLES)]) for i, lr in enumerate(lrs)}
     fig, axes = plt.subplots(len(warmups), len(variants), squeeze=False, sharex=True, sharey=True,
-                             figsize=(3.6 * len(variants) + 1, 2.8 * len(warmups) + 0.6),
+                             figsize=(3.3 * len(variants) + 1, 2.6 * len(warmups) + 0.7),
                              constrained_layout=True)
+    bottom, top = loss_range(runs, baseline, ymax)
     first_seed = min(r["seed"] for r in runs)
     for r in runs:
         ax = axes[warmups.index(r["warmup"])][variants.index(r["variant"])]
-        color = colors[r["lr"]]
+        color, line = styles[r["lr"]]
         steps = [(e["step"], e["loss"]) for e in r["steps"] if e["loss"] is not None]
         if steps:
-            ax.plot(*zip(*steps), color=color, lw=0.8, alpha=0.7,
+            ax.plot(*zip(*steps), color=color, linestyle=line, lw=0.9, alpha=0.8,
                     label=f"lr {r['lr']:g}" if r["seed"] == first_seed else None)
         evals = [(e["step"], e["val_loss"]) for e in r["eval"] if e["val_loss"] is not None]
         if evals:
-            ax.plot(*zip(*evals), "o", color=color, ms=3)
+            ax.plot(*zip(*evals), "o", color=color, ms=3.5, markeredgecolor="white", mew=0.4)
         if r["status"] == "diverged":
-            y = ymax if ymax else steps[-1][1] if steps else 0.0
-            ax.plot([r["diverged_at"]], [y], "x", color=color, ms=9, mew=2)
+            ax.plot([r["diverged_at"]], [top], "x", color=color, ms=9, mew=2, clip_on=False)
     for (i, wu), (j, v) in itertools.product(enumerate(warmups), enumerate(variants)):
         ax = axes[i][j]
         ax.set_title(f"{v}, warm-up {wu}", fontsize=9)
         _baseline(ax, baseline)
-        if ymax:
-            ax.set_ylim(top=ymax)
         if i == len(warmups) - 1:
             ax.set_xlabel("step")
         if j == 0:
             ax.set_ylabel("loss (nats/token)")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title or "Training loss (lines) and validation loss (dots); × = diverged")
+    axes[0][0].set_ylim(bottom, top)
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    diverged = any(r["status"] == "diverged" for r in runs)
+    fig.suptitle(title or "Training loss (lines) and validation loss (dots)"
+                 + ("; × = diverged" if diverged else ""))
     return fig
+
+
+def loss_range(runs: list[dict], baseline: float | None = None, cap: float | None = None):
+    """The loss axis that holds the data: from below the lowest loss to above the loss at the
+    start (the highest a healthy run reaches), at most ``cap``; spikes beyond it leave the panel.
+
+    >>> loss_range([{"steps": [{"loss": 5.0}, {"loss": 3.0}], "eval": [{"val_loss": 3.2}]}])
+    (2.9, 5.1)
+    """
+    losses = [e["loss"] for r in runs for e in r["steps"] if e["loss"] is not None]
+    losses += [e["val_loss"] for r in runs for e in r["eval"] if e["val_loss"] is not None]
+    if baseline is not None:
+        losses.append(baseline)
+    if not losses:
+        return 0.0, cap or 1.0
+    starts = [e["loss"] for r in runs for e in r["steps"][:1] if e["loss"] is not None]
+    starts += [e["val_loss"] for r in runs for e in r["eval"][:1] if e["val_loss"] is not None]
+    high = max(starts or losses)
+    low = min(losses)
+    margin = 0.05 * (high - low or 1.0)
+    top = high + margin if cap is None else min(cap, high + margin)
+    return round(low - margin, 6), round(top, 6)
 
 
 def lr_sweep_figure(runs: list[dict], title: str = "", ymax: float | None = None,
                     baseline: float | None = None):
     """Final validation loss against learning rate (log): one line per variant and warm-up,
-    mean over seeds, every seed a dot; a diverged seed is a cross at the top of the panel."""
-    from .plots import STYLES, pyplot
+    mean over seeds, every seed a dot; a diverged seed is a cross at the top of the panel (and
+    only then does the title mention it)."""
+    from .plots import pyplot, series_style
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    top = ymax or max((r["final_val_loss"] for r in runs if r["final_val_loss"] is not None),
-                      default=1.0) * 1.05
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    finals = [r["final_val_loss"] for r in runs if r["final_val_loss"] is not None]
+    top = ymax or (max(finals + ([baseline] if baseline else []), default=1.0) * 1.05)
     groups = {}
     for r in runs:
         groups.setdefault((r["variant"], r["warmup"]), []).append(r)
     for i, ((variant, warmup), members) in enumerate(groups.items()):
-        marker, line = STYLES[i % len(STYLES)]
+        style = series_style(i)
         lrs = sorted({r["lr"] for r in members})
         means = [_mean([r["final_val_loss"] for r in members if r["lr"] == lr]) for lr in lrs]
         shown = [(lr, m) for lr, m in zip(lrs, means) if m is not None]
-        handle = ax.plot(*zip(*shown), marker=marker, linestyle=line,
-                         label=f"{variant}, warm-up {warmup}")[0] if shown else None
-        color = handle.get_color() if handle else None
+        if shown:
+            ax.plot(*zip(*shown), label=f"{variant}, warm-up {warmup}", **style)
         for r in members:
             y, symbol = (r["final_val_loss"], ".") if r["status"] == "ok" else (top, "x")
-            ax.plot([r["lr"]], [y], symbol, color=color, ms=8 if symbol == "x" else 4)
+            ax.plot([r["lr"]], [y], symbol, color=style["color"], ms=8 if symbol == "x" else 4,
+                    clip_on=False)
     _baseline(ax, baseline)
     ax.set_xscale("log")
     ax.set_ylim(top=top)
     ax.set_xlabel("peak learning rate")
     ax.set_ylabel("final validation loss (nats/token)")
-    ax.set_title(title or "Final validation loss against learning rate (× = diverged)")
+    diverged = any(r["status"] == "diverged" for r in runs)
+    ax.set_title(title or "Final validation loss against learning rate"
+                 + (" (× = diverged)" if diverged else ""))
     ax.legend(fontsize=7)
     return fig
 

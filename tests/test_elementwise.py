@@ -33,7 +33,10 @@ def test_every_variant_at_tiny_agrees_per_op_kind(variant):
     # every kind the registry claims exact is exact; the residual adds always are
     assert all(c.predicted == c.measured for c in checks if c.detail.startswith("exact"))
     assert rows["flops.forward_other.add"].detail.startswith("exact")
-    assert rows["flops.backward_other.gradient_accumulation"].detail.startswith("exact")
+    # gradient sums are exact except where routing decides how often a tensor is reused (MoE)
+    routed = any(op == "moe" for block in [get(variant)] for _, op in block.nodes(data="op"))
+    assert rows["flops.backward_other.gradient_accumulation"].detail.startswith(
+        "convention" if routed else "exact")
 
 
 def test_decomposition_counts_what_torchs_decompositions_compute(pre_ln):

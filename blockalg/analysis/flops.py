@@ -93,6 +93,8 @@ def exact_by_kind(graph) -> dict[str, set[str]]:
     for m in model_nodes(graph):
         claimed = set(m.op.exact_phases(m.attrs))
         exact[m.op.name] = exact.get(m.op.name, claimed) & claimed
+        if m.op.reuse_depends_on_data:  # how often a tensor is reused depends on the tokens
+            exact[ACCUMULATION] = set()
     return exact
 
 

@@ -160,6 +160,9 @@ class OpKind:
     arity: tuple[int, int | None] = (1, 1)  # (min, max) inputs; None = any number
     attributes: dict[str, tuple[object, object]] = {}  # name -> (default, type or allowed values)
     in_block: bool = True  # False for the model-level ops (embeddings, unembedding)
+    #: Whether the torch implementation reuses tensors a data-dependent number of times (a MoE
+    #: loop over the experts a batch routes to): its gradient sums are then a convention.
+    reuse_depends_on_data: bool = False
 
     def params(self, attrs: Mapping) -> dict[str, sp.Expr]:
         """Parameter count per leaf tensor, keyed as the torch module names the tensor."""
@@ -804,6 +807,7 @@ class MoEOp(OpKind):
     """
 
     name, role, component = "moe", FFN, "ffn"
+    reuse_depends_on_data = True
     attributes = {"activation": ("silu", ACTIVATIONS), "gated": (True, bool)}
 
     @staticmethod

@@ -3,12 +3,17 @@
 import json
 
 import memory_formulas  # analyses/ is on the path (conftest)
+import pytest
 
 from blockalg.output.report import reports_dir
 
 
-def test_quick_build_against_numbers_worked_by_hand():
-    folder = memory_formulas.build(quick=True)
+@pytest.fixture(scope="module")
+def folder():
+    return memory_formulas.build()
+
+
+def test_numbers_worked_by_hand(folder):
     rows = {(r["formula"], r["at"]): r for r in json.loads(folder.files["data.json"])["rows"]}
     # Korthikanti: s·b·h·(34 + 5·a·s/h) = 1024·768·(34 + 5·12·1024/768) = 1024·768·114
     assert int(rows["korthikanti_none", "gpt2-small"]["approx"]) == 89_653_248
@@ -26,5 +31,5 @@ def test_quick_build_against_numbers_worked_by_hand():
     assert "## Reading" in folder.files["README.md"].decode()
 
 
-def test_full_build_reproduces_the_committed_report():
-    assert memory_formulas.build().differences(reports_dir() / "memory_formulas") == []
+def test_full_build_reproduces_the_committed_report(folder):
+    assert folder.differences(reports_dir() / "memory_formulas") == []

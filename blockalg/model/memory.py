@@ -33,6 +33,7 @@ from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
 from .build import build_model
 from .measure import Check, flop_counter, random_batch
+from .metashapes import replay_shapes
 from .modules import CausalSelfAttention, KVCache, attention_path
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -106,9 +107,9 @@ def measure_training(model, dims, setting: Setting, device) -> dict[str, int]:
     saved = SavedTensors(model)
     handles = [b.register_forward_pre_hook(lambda m, args: saved.blocks.append({}))
                for b in model.blocks]  # in forward they run before any save of theirs: harmless
-    try:
+    try:  # NB: replaying meta shapes (outside the counter) keeps every storage's size
         with attention_path(setting.attention), recompute(model, setting.recompute), \
-                flop_counter() as counter:
+                replay_shapes(device), flop_counter() as counter:
             with torch.autograd.graph.saved_tensors_hooks(saved.forward_pack, lambda t: t):
                 _, loss = model(idx, targets)
             saved.blocks.clear()
@@ -179,7 +180,7 @@ def measure_decoding(model, dims, device) -> dict[str, int]:
     FlopCounterMode: its matmul FLOPs, and the cache's bytes (``seq_len`` tokens) after it."""
     idx, _ = random_batch(dims, device)
     cache = KVCache()
-    with torch.no_grad():
+    with torch.no_grad(), replay_shapes(device):
         model(idx[:, :-1], cache=cache)
         with flop_counter() as counter:
             model(idx[:, -1:], cache=cache)

@@ -32,6 +32,7 @@ def widest(text: str) -> int:
     ["compare", "pre-ln", "post-ln", "--symbolic"],
     ["compare", "moe", "normformer", "resi-dual", "--symbolic"],
     ["paths", "pre-ln", "resi-dual", "--layers", "1000"],
+    ["memory", "pre-ln", "post-ln", "--preset", "gpt3-175b"], ["inference", "pre-ln", "llama"],
 ])
 def test_terminal_tables_fit_100_columns(args):
     result = run(*args)
@@ -73,6 +74,7 @@ def test_big_integers_are_abbreviated_the_same_everywhere():
 
 def test_dense_headers_leave_out_the_expert_dimensions():
     assert "n_experts" not in run("compare", "pre-ln", "post-ln").output
+    assert "n_experts" not in run("memory", "pre-ln", "--preset", "tiny").output
     moe = run("compare", "pre-ln", "moe").output
     assert "n_experts=8" in moe and "top_k=2" in moe
 

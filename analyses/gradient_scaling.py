@@ -381,7 +381,7 @@ def reproduce_lines(record) -> list[str]:
 def slopes_figure(record):
     """Per-token and batch gradient of the last layer's W² against depth, log-log; dotted: the
     theorem's slope through each variant's first point."""
-    from blockalg.output.plots import STYLES, pyplot
+    from blockalg.output.plots import plain_ticks, pyplot, series_style
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10.4, 4), constrained_layout=True)
@@ -390,12 +390,13 @@ def slopes_figure(record):
         for i, variant in enumerate(record["runs"]):
             by_depth = record["runs"][variant]
             means = [statistics.fmean(r[measure] for r in by_depth[str(d)]) for d in depths]
-            marker, line = STYLES[i % len(STYLES)]
-            ax.plot(depths, means, marker=marker, linestyle=line, color=f"C{i}",
+            style = series_style(i)  # growing hollow markers: post-LN and hybrid-LN coincide
+            ax.plot(depths, means, **style,
                     label=f"{variant} ({record['fits'][variant][measure]['slope']:+.2f})")
             ax.plot(depths, [means[0] * (d / depths[0]) ** THEORY[variant] for d in depths],
-                    color=f"C{i}", linestyle=":", linewidth=1)
+                    color=style["color"], linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(plain_ticks())
         ax.set_yscale("log")
         ax.set_xlabel("depth L")
         ax.set_ylabel(MEASURES[measure])
@@ -406,15 +407,14 @@ def slopes_figure(record):
 
 def per_layer_figure(record):
     """The batch's per-layer W² gradient at the curve depth (the quantity of the paper's Fig. 3)."""
-    from blockalg.output.plots import STYLES, pyplot
+    from blockalg.output.plots import pyplot, series_style
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for i, variant in enumerate(record["runs"]):
         mean, spread = curve(record, variant)
-        marker, line = STYLES[i % len(STYLES)]
-        ax.errorbar(range(1, len(mean) + 1), mean, yerr=spread, marker=marker, linestyle=line,
-                    label=variant, capsize=2)
+        ax.errorbar(range(1, len(mean) + 1), mean, yerr=spread, label=variant, capsize=2,
+                    **series_style(i))
     ax.set_yscale("log")
     ax.set_xlabel("layer")
     ax.set_ylabel("‖∂loss/∂W²‖ (batch)")

@@ -28,10 +28,10 @@ def widest(text: str) -> int:
 
 @pytest.mark.parametrize("args", [
     ["variants"], ["variants", "--full"],
-    ["compare", *ALL],
     ["compare", "pre-ln", "post-ln", "--symbolic"],
     ["compare", "moe", "normformer", "resi-dual", "--symbolic"],
     ["paths", "pre-ln", "resi-dual", "--layers", "1000"],
+    ["memory", "pre-ln", "post-ln", "--preset", "gpt3-175b"], ["inference", "pre-ln", "llama"],
 ])
 def test_terminal_tables_fit_100_columns(args):
     result = run(*args)
@@ -39,10 +39,11 @@ def test_terminal_tables_fit_100_columns(args):
     assert widest(result.output) <= TEXT_WIDTH == 100
 
 
-def test_whole_catalog_keeps_every_variant_beside_its_difference():
-    """Split into blocks of columns, each block repeats the quantity column, and a variant stays
-    next to its Δ column."""
+def test_whole_catalog_fits_and_keeps_every_variant_beside_its_difference():
+    """Split into blocks of columns within 100 columns, each block repeats the quantity column,
+    and a variant stays next to its Δ column."""
     text = run("compare", *ALL, "--preset", "tiny").output
+    assert widest(text) <= TEXT_WIDTH
     headers = [line.split() for line in text.splitlines() if line.startswith("quantity")]
     assert len(headers) > 1
     named = [h for header in headers for h in header[1:] if h not in ("Δ", "vs", "pre-ln")]
@@ -73,6 +74,7 @@ def test_big_integers_are_abbreviated_the_same_everywhere():
 
 def test_dense_headers_leave_out_the_expert_dimensions():
     assert "n_experts" not in run("compare", "pre-ln", "post-ln").output
+    assert "n_experts" not in run("memory", "pre-ln", "--preset", "tiny").output
     moe = run("compare", "pre-ln", "moe").output
     assert "n_experts=8" in moe and "top_k=2" in moe
 

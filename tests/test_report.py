@@ -85,7 +85,8 @@ def test_every_latex_output_compiles_in_a_minimal_article(report, tmp_path):
     commands = [["variants"], ["variants", "--full"], ["compare", "pre-ln", "post-ln", "--preset", "tiny"],
                 ["compare", "pre-ln", "moe", "--preset", "tiny", "--symbolic", "--no-float"],
                 ["check", "pre-ln", "--preset", "tiny"], ["paths", "pre-ln", "resi-dual", "--preset", "tiny"],
-                ["paths", "pre-ln", "--layers", "1000"],
+                ["paths", "pre-ln", "--layers", "1000"], ["memory", "pre-ln", "moe", "--preset", "tiny"],
+                ["inference", "pre-ln", "--preset", "tiny", "--no-float"],
                 ["gradients", "pre-ln", "--preset", "tiny", "--seeds", "1", "--batch", "2"],
                 ["train", "pre-ln", "--steps", "2", "--eval-every", "1", "--batch", "2"]]
     files = []

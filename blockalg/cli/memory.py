@@ -12,12 +12,20 @@ import click
 import sympy as sp
 
 from ..analysis.memory import INFERENCE_KEYS, MEMORY_KEYS, Setting
-from ..output.render import FORMATS, Table, format_value
-from ..output.tables import dims_line
-from .options import dims_options, hardware_options, resolve_hardware, resolve_inputs, training_options
+from ..output.render import Table, format_value
+from ..output.tables import dims_line, label_part
+from .options import (
+    TABLE_FORMATS,
+    dims_options,
+    format_option,
+    hardware_options,
+    render_table,
+    resolve_hardware,
+    resolve_inputs,
+    training_options,
+)
 
-FORMAT = click.option("--format", "fmt", type=click.Choice([*FORMATS, "json"]), default="table",
-                      show_default=True, help="Output format.")
+FORMAT = format_option(*TABLE_FORMATS, "json")
 BATCH = click.option("--batch", type=click.IntRange(min=1), help="Sequences per step (--set batch=B).")
 
 
@@ -109,8 +117,13 @@ def memory_command(variants, preset, assignments, hf_config, batch, seq_len, dty
     notes = ["Bytes per rank. Activations: what autograd keeps for backward in one step of batch "
              "sequences, loss included; peak_training = weights + gradients + optimizer + buffers "
              "+ activations + activations_recompute."]
-    click.echo(Table(f"blockalg memory · preset {label} · {setting.describe()} ({dims_line(dims)})",
-                     ["quantity", *(e["name"] for e in entries)], rows, notes=notes).render(fmt))
+    shape = dims_line(dims, graphs)
+    click.echo(render_table(Table(
+        f"blockalg memory · preset {label} · {setting.describe()} ({shape})",
+        ["quantity", *(e["name"] for e in entries)], rows, notes=notes,
+        label=f"tab:memory-{label_part(label)}",
+        caption=f"Training memory of {', '.join(e['name'] for e in entries)} at preset {label} "
+                f"({shape.replace('=', ' = ')}), {setting.describe()}. {notes[0]}"), fmt))
 
 
 @click.command("inference")
@@ -169,5 +182,9 @@ def inference_command(variants, preset, assignments, hf_config, context, batch, 
     notes = [f"Context {dims['seq_len']} tokens, batch {dims['batch']}, {dtype}; decode: one step "
              f"of the batch at position {dims['seq_len'] - 1}, reading every weight it uses and "
              "the whole cache; matmul FLOPs."]
-    click.echo(Table(f"blockalg inference · preset {label} ({dims_line(dims)})",
-                     ["quantity", *(e["name"] for e in entries)], rows, notes=notes).render(fmt))
+    shape = dims_line(dims, graphs)
+    click.echo(render_table(Table(
+        f"blockalg inference · preset {label} ({shape})", ["quantity", *(e["name"] for e in entries)],
+        rows, notes=notes, label=f"tab:inference-{label_part(label)}",
+        caption=f"Inference costs of {', '.join(e['name'] for e in entries)} at preset {label} "
+                f"({shape.replace('=', ' = ')}). {notes[0]}"), fmt))

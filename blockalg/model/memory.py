@@ -33,6 +33,7 @@ from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
 from .build import build_model
 from .measure import Check, flop_counter, random_batch
+from .metashapes import replay_shapes
 from .modules import CausalSelfAttention, KVCache, attention_path
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -108,7 +109,7 @@ def measure_training(model, dims, setting: Setting, device) -> dict[str, int]:
                for b in model.blocks]  # in forward they run before any save of theirs: harmless
     try:
         with attention_path(setting.attention), recompute(model, setting.recompute), \
-                flop_counter() as counter:
+                replay_shapes(device), flop_counter() as counter:
             with torch.autograd.graph.saved_tensors_hooks(saved.forward_pack, lambda t: t):
                 _, loss = model(idx, targets)
             saved.blocks.clear()
@@ -119,7 +120,8 @@ def measure_training(model, dims, setting: Setting, device) -> dict[str, int]:
             h.remove()
     optimizer = make_optimizer(model, setting)
     if optimizer is not None:
-        optimizer.step()
+        with replay_shapes(device):
+            optimizer.step()
     unique = {_storage(p): p for p in model.parameters()}.values()
     measured = {"weights": sum(p.nbytes for p in unique),
                 "gradients": sum(p.grad.nbytes for p in unique if p.grad is not None),
@@ -156,9 +158,12 @@ class MasterWeights:
 
 def make_optimizer(model, setting: Setting):
     """The optimizer of ``setting`` (None for ``none``), over fp32 masters below fp32."""
-    # NB: foreach (the same state) is much faster on the meta device
-    makers = {"adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-4, foreach=True),
-              "sgd": lambda ps: torch.optim.SGD(ps, lr=1e-4, momentum=0.9, foreach=True)}
+    # NB: the state is the same either way; on the meta device the per-tensor update is the
+    # faster one (its ops repeat layer after layer and are replayed, see metashapes), elsewhere
+    # the foreach one.
+    foreach = next(model.parameters()).device.type != "meta"
+    makers = {"adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-4, foreach=foreach),
+              "sgd": lambda ps: torch.optim.SGD(ps, lr=1e-4, momentum=0.9, foreach=foreach)}
     if setting.optimizer == "none":
         return None
     make = makers[setting.optimizer]
@@ -179,7 +184,7 @@ def measure_decoding(model, dims, device) -> dict[str, int]:
     FlopCounterMode: its matmul FLOPs, and the cache's bytes (``seq_len`` tokens) after it."""
     idx, _ = random_batch(dims, device)
     cache = KVCache()
-    with torch.no_grad():
+    with torch.no_grad(), replay_shapes(device):
         model(idx[:, :-1], cache=cache)
         with flop_counter() as counter:
             model(idx[:, -1:], cache=cache)

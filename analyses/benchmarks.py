@@ -166,11 +166,16 @@ def step_time() -> Figure:
                   f"{dims['d_model']}, {dims['n_layers']} layers (analyses/benchmark.py)")
 
 
-def suite() -> Figure:
+def suite() -> tuple[Figure, str]:
+    """The suite's figure, and its slowest tests as pytest lists them (``--durations``)."""
     run = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"])
-    summary = next((line for line in reversed(run.stdout.splitlines()) if " in " in line), "")
-    return Figure("test suite", run.wall, 150, "s",
-                  f"CPU {run.cpu:.0f} s; {summary.strip('= ')}; exit {run.returncode}")
+    lines = run.stdout.splitlines()
+    summary = next((line for line in reversed(lines) if " in " in line), "")
+    start = next((i for i, line in enumerate(lines) if "slowest" in line), len(lines))
+    durations = "\n".join(line for line in lines[start:] if line.strip() and "durations <" not in line
+                          and "short test summary" not in line and not line.startswith("FAILED"))
+    return (Figure("test suite", run.wall, 150, "s",
+                   f"CPU {run.cpu:.0f} s; {summary.strip('= ')}; exit {run.returncode}"), durations)
 
 
 def load() -> str:
@@ -188,13 +193,17 @@ def main(argv=None) -> int:
     started, load_before = time.perf_counter(), load()
     figures = [startup(args.rounds), paths(args.rounds), *checks_175b(args.check_rounds),
                step_time()]
+    durations = ""
     if args.suite:
-        figures.append(suite())
+        figure, durations = suite()
+        figures.append(figure)
     notes = [f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) {load_before} before, {load()} "
              f"after; {time.perf_counter() - started:.0f} s in all. Wall-clock medians; the CPU "
              f"time beside them is less sensitive to other load."]
     print(Table("blockalg benchmarks", ["figure", "value", "goal", "ok", "measured"],
                 [f.row() for f in figures], notes=notes, align="lrrll").to_text())
+    if durations:
+        print(f"\n{durations}")
     return 0
 
 

@@ -23,6 +23,7 @@ import sympy as sp
 from ..graphs.graph import edge_width, model_nodes, node_op, scaled_edges, segments
 from ..graphs.ops import PHASES
 from ..graphs.symbols import d_model, seq_len, vocab
+from .once import once_per_graph
 
 KINDS = ("forward_matmul", "backward_matmul", "forward_other", "forward_matmul_causal",
          "backward_matmul_fused", "backward_other")
@@ -40,6 +41,7 @@ def node_flops(graph) -> dict[str, dict[str, sp.Expr]]:
     return result
 
 
+@once_per_graph
 def flop_counts(graph) -> dict[str, sp.Expr]:
     """Whole-model FLOPs per kind, ``n_layers`` kept symbolic."""
     totals = {kind: sp.Integer(0) for kind in KINDS}
@@ -53,6 +55,7 @@ def flop_counts(graph) -> dict[str, sp.Expr]:
     return totals
 
 
+@once_per_graph
 def other_by_kind(graph) -> dict[str, dict[str, sp.Expr]]:
     """Whole-model non-matmul FLOPs per op kind and phase: ``{kind: {"forward", "backward"}}``,
     with the work no op owns under :data:`EDGE_SCALE` and :data:`ACCUMULATION`.

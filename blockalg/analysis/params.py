@@ -16,6 +16,7 @@ import sympy as sp
 
 from ..graphs.graph import model_nodes
 from ..graphs.ops import COMPONENTS
+from .once import once_per_graph
 
 
 def leaf_params(graph) -> dict[str, sp.Expr]:
@@ -37,6 +38,7 @@ def node_params(graph) -> dict[str, sp.Expr]:
     return counts
 
 
+@once_per_graph
 def param_counts(graph) -> dict[str, sp.Expr]:
     """Whole-model counts: ``total``, ``active`` (used per token: less than the total only with
     mixture-of-experts layers), ``per_block`` (in a stack, the first segment's block) and one entry

@@ -146,10 +146,12 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
     unembedding matmul. Exits 1 when --check finds a mismatch.
     """
     from ..analysis.analyze import MEMORY_KEYS, compare, quantity_keys
+    from ..analysis.once import formulas_once
 
     graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
-    comparison = compare(graphs, preset=label, dims=dims)
-    results = [r.add_memory() for r in comparison.analyses]
+    with formulas_once():  # the memory rows reuse the counts of the comparison
+        comparison = compare(graphs, preset=label, dims=dims)
+        results = [r.add_memory() for r in comparison.analyses]
     keys = quantity_keys() + [f"memory.{key}" for key in MEMORY_KEYS]
     checks = [_run_checks(r.graph, dims, device) for r in results] if run_checks else None
     if fmt == "json":

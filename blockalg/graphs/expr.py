@@ -105,16 +105,19 @@ def numeric_value(text, dims) -> float:
 def evaluate(expr, dims: dict[str, int], what: str = "expression", integer: bool = True):
     """The exact value of ``expr`` at ``dims``: a Python int (or, unless ``integer``, a Rational).
 
-    Sums, products and integer powers of integers, rationals and dimension symbols (every count
-    and FLOP formula) are computed in Python integers and fractions, without building sympy
-    objects; anything else (``floor``, ``Max``, roots) goes in one ``xreplace`` of the dimensions
-    as sympy Integers. Either way the value is exact.
+    Sums, products and integer powers of integers, rationals and dimension symbols, and
+    Piecewise choices between them (every count, FLOP and memory formula), are computed in Python
+    integers and fractions, without building sympy objects; anything else (``floor``, ``Max``,
+    roots) goes in one ``xreplace`` of the dimensions as sympy Integers. Either way the value is
+    exact.
 
     >>> from blockalg.graphs.symbols import d_model, n_layers
     >>> evaluate(3 * d_model**2, {"d_model": 768})
     1769472
     >>> evaluate(n_layers / 8, {"n_layers": 12}, integer=False)
     3/2
+    >>> evaluate(sp.Piecewise((4**n_layers, sp.Eq(d_model, 768)), (0, True)), {"d_model": 768, "n_layers": 2})
+    16
     """
     expr, values = sp.sympify(expr), {DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS}
     try:
@@ -152,9 +155,33 @@ def _exact(expr, values) -> Fraction:
         for arg in expr.args:
             product *= _exact(arg, values)
         return product
-    if expr.is_Pow and expr.exp.is_Integer:
-        base = _exact(expr.base, values)
-        if base == 0 and expr.exp < 0:
-            raise _NotArithmetic  # sympy says zoo; let it
-        return base ** int(expr.exp)
+    if expr.is_Pow:
+        base, exponent = _exact(expr.base, values), _exact(expr.exp, values)
+        if exponent.denominator != 1 or (base == 0 and exponent < 0):
+            raise _NotArithmetic  # a root, or sympy's zoo: let sympy say
+        return base ** exponent.numerator
+    if expr.is_Piecewise:
+        piece = next((piece for piece, condition in expr.args if _holds(condition, values)), None)
+        if piece is None:
+            raise _NotArithmetic  # no condition holds: sympy's nan
+        return _exact(piece, values)
+    raise _NotArithmetic
+
+
+_RELATIONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+              ">": operator.gt, ">=": operator.ge}
+
+
+def _holds(condition, values) -> bool:
+    """Whether a Piecewise condition (relations of exact values, And, Or, Not) holds."""
+    if condition is sp.true or condition is sp.false:
+        return bool(condition)
+    if isinstance(condition, sp.And):
+        return all(_holds(c, values) for c in condition.args)
+    if isinstance(condition, sp.Or):
+        return any(_holds(c, values) for c in condition.args)
+    if isinstance(condition, sp.Not):
+        return not _holds(condition.args[0], values)
+    if condition.is_Relational and condition.rel_op in _RELATIONS:
+        return _RELATIONS[condition.rel_op](_exact(condition.lhs, values), _exact(condition.rhs, values))
     raise _NotArithmetic

@@ -52,6 +52,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..graphs.graph import model_nodes, segments
 from ..graphs.ops import PHASES
+from .metashapes import memo_key, output_spec, rebuild, replay_shapes
 
 aten = torch.ops.aten
 
@@ -106,16 +107,43 @@ def _floating(value) -> bool:
 class _Counter(TorchDispatchMode):
     """Runs every op through :func:`decompositions` (and CompositeImplicit ops through their own
     decomposition, as ``make_fx`` does) and books the elements of what is left to the label on
-    top of ``labels``, in ``phase``."""
+    top of ``labels``, in ``phase``.
+
+    The model calls the same ops on the same shapes layer after layer, and a decomposition on
+    meta tensors is a function of the op and its arguments' metadata: so the count and the
+    output shapes of each functional op the model calls are recorded the first time, and a
+    repeated call is booked from the record without decomposing it again."""
 
     def __init__(self):
         super().__init__()
         self.table = decompositions()
         self.labels, self.phase = [], "forward"
         self.work = {phase: defaultdict(Counter) for phase in PHASES}
+        self.depth, self.recording, self.memo = 0, None, {}
 
     def __torch_dispatch__(self, op, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        key = memo_key(op, args, kwargs) if self.depth == 0 else None
+        if key in self.memo:
+            counts, spec = self.memo[key]
+            for name, count in counts.items():
+                self._book(name, count)
+            return rebuild(spec)
+        if key is not None:
+            self.recording = Counter()
+        self.depth += 1
+        try:
+            out = self._decomposed(op, args, kwargs)
+        finally:
+            self.depth -= 1
+        if key is not None:
+            spec = output_spec(out, args, kwargs)
+            if spec is not None:
+                self.memo[key] = (self.recording, spec)
+            self.recording = None
+        return out
+
+    def _decomposed(self, op, args, kwargs):
         decomposition = self.table.get(op) or (op.decompose if _composite(op) else None)
         if decomposition is not None:
             with self:
@@ -124,10 +152,15 @@ class _Counter(TorchDispatchMode):
                 return out
         out = op(*args, **kwargs)
         if count := elements(op, args, kwargs, out):
-            label = self.labels[-1] if self.labels else (
-                "gradient_accumulation" if self.phase == "backward" else "model")
-            self.work[self.phase][label][str(op)] += count
+            self._book(str(op), count)
         return out
+
+    def _book(self, name: str, count: int) -> None:
+        label = self.labels[-1] if self.labels else (
+            "gradient_accumulation" if self.phase == "backward" else "model")
+        self.work[self.phase][label][name] += count
+        if self.recording is not None:
+            self.recording[name] += count
 
 
 def _composite(op) -> bool:
@@ -174,7 +207,7 @@ def count_elementwise(graph, dims: dict) -> ElementwiseCount:
     counter = _Counter()
     handles = _attach(model, kinds, counter.labels)
     try:
-        with counter:
+        with replay_shapes("meta"), counter:  # the leaf ops' shapes replayed below the counter
             loss = _step(model, dims, counter.labels)
             counter.phase = "backward"
             loss.backward()

@@ -120,7 +120,8 @@ def measure_training(model, dims, setting: Setting, device) -> dict[str, int]:
             h.remove()
     optimizer = make_optimizer(model, setting)
     if optimizer is not None:
-        optimizer.step()
+        with replay_shapes(device):
+            optimizer.step()
     unique = {_storage(p): p for p in model.parameters()}.values()
     measured = {"weights": sum(p.nbytes for p in unique),
                 "gradients": sum(p.grad.nbytes for p in unique if p.grad is not None),
@@ -157,9 +158,12 @@ class MasterWeights:
 
 def make_optimizer(model, setting: Setting):
     """The optimizer of ``setting`` (None for ``none``), over fp32 masters below fp32."""
-    # NB: foreach (the same state) is much faster on the meta device
-    makers = {"adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-4, foreach=True),
-              "sgd": lambda ps: torch.optim.SGD(ps, lr=1e-4, momentum=0.9, foreach=True)}
+    # NB: the state is the same either way; on the meta device the per-tensor update is the
+    # faster one (its ops repeat layer after layer and are replayed, see metashapes), elsewhere
+    # the foreach one.
+    foreach = next(model.parameters()).device.type != "meta"
+    makers = {"adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-4, foreach=foreach),
+              "sgd": lambda ps: torch.optim.SGD(ps, lr=1e-4, momentum=0.9, foreach=foreach)}
     if setting.optimizer == "none":
         return None
     make = makers[setting.optimizer]

@@ -5,8 +5,9 @@ dtype), many of them in Python (``torch._refs``, about half a millisecond a call
 96 identical layers asks the same questions 96 times. Under :func:`replay_shapes`, an op called
 again with the same arguments (tensors by their metadata) gets fresh meta tensors of the
 metadata it gave the first time: a meta kernel is a function of exactly that, so nothing
-measured changes. Ops that alias or mutate an input (views, in-place ops) always run, and so
-does every op that touches a tensor not on the meta device.
+measured changes. An in-place op (an optimizer's update) that kept its inputs' metadata the
+first time returns the same inputs again. Ops that may return a view of an input always run,
+and so does every op that touches a tensor not on the meta device.
 
 Enter it *outside* a ``FlopCounterMode``, so that the counter still sees every op:
 
@@ -31,19 +32,24 @@ class _Uncacheable(Exception):
     pass
 
 
+#: Argument types keyed by value (with the type, which keeps 1, 1.0 and True apart).
+_SCALARS = frozenset({type(None), bool, int, float, str, torch.dtype, torch.device, torch.layout,
+                      torch.memory_format})
+
+
 def _key(value):
     """A hashable stand-in for an op argument; tensors by metadata; raises on anything else."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return (kind, value)
     if isinstance(value, torch.Tensor):
-        if value.device.type != "meta":
+        if not value.is_meta:
             raise _Uncacheable
-        return ("tensor", tuple(value.shape), value.stride(), value.dtype, value.storage_offset())
+        return (value.shape, value.stride(), value.dtype, value.storage_offset())  # NB: 4 items
     if isinstance(value, (list, tuple)):
-        return (type(value), tuple(_key(v) for v in value))
+        return (kind, tuple(map(_key, value)))
     if isinstance(value, dict):
         return (dict, tuple((k, _key(v)) for k, v in value.items()))
-    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device,
-                                           torch.layout, torch.memory_format)):
-        return (type(value), value)  # NB: the type keeps 1, 1.0 and True apart
     raise _Uncacheable
 
 
@@ -69,23 +75,95 @@ def _rebuild(spec):
     return kind(_rebuild(s) for s in spec[1])
 
 
-_ALIASING: dict[int, bool] = {}  # NB: by id: an OpOverload hashes in Python, and lives forever
+_KINDS: dict[int, str] = {}  # NB: by id: an OpOverload hashes in Python, and lives forever
 
 
-def _aliasing(func) -> bool:
-    """Whether ``func`` may return a view of an input or write to one (its schema says so)."""
-    aliasing = _ALIASING.get(id(func))
-    if aliasing is None:
+def _kind(func) -> str:
+    """``functional`` (no input aliased), ``inplace`` (writes to inputs, returns nothing or
+    them) or ``view`` (may return a view of an input), from ``func``'s schema."""
+    kind = _KINDS.get(id(func))
+    if kind is None:
         schema = func._schema
-        aliasing = _ALIASING[id(func)] = any(a.alias_info is not None
-                                             for a in (*schema.arguments, *schema.returns))
-    return aliasing
+        arguments = [a.alias_info for a in schema.arguments if a.alias_info is not None]
+        returns = [r.alias_info for r in schema.returns]
+        if not arguments and not any(returns):
+            kind = "functional"
+        elif all(a.is_write for a in arguments) and all(r is not None and r.is_write for r in returns):
+            kind = "inplace"
+        else:
+            kind = "view"
+        _KINDS[id(func)] = kind
+    return kind
+
+
+def _tensors(value, found: list) -> list:
+    """The tensors in ``value`` (args or kwargs), in the order :func:`_key` visits them."""
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _tensors(v, found)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _tensors(v, found)
+    return found
+
+
+def _written(out, inputs: list):
+    """What an in-place op returned, as positions among its input tensors."""
+    if out is None:
+        return ("value", None)
+    if isinstance(out, torch.Tensor):
+        position = next((i for i, t in enumerate(inputs) if t is out), None)
+        if position is None:
+            raise _Uncacheable
+        return ("input", position)
+    if type(out) in (list, tuple):
+        return (type(out), [_written(v, inputs) for v in out])
+    raise _Uncacheable
+
+
+def _rewritten(spec, inputs: list):
+    kind = spec[0]
+    if kind == "value":
+        return spec[1]
+    if kind == "input":
+        return inputs[spec[1]]
+    return kind(_rewritten(s, inputs) for s in spec[1])
 
 
 #: Output metadata by op and argument metadata, shared by every replay in the process (the
 #: checks of several variants at one shape ask the same questions); cleared when full.
 _OUTPUTS: dict = {}
 MAX_ENTRIES = 100_000
+
+
+def memo_key(func, args, kwargs):
+    """A key for a functional op's call on meta tensors (op and argument metadata), or None
+    when the call cannot be replayed (a view or in-place op, a tensor off the meta device)."""
+    if _kind(func) != "functional":
+        return None
+    try:
+        return (id(func), _key(args), _key(kwargs))
+    except _Uncacheable:
+        return None
+
+
+def output_spec(out, args, kwargs):
+    """What :func:`rebuild` makes ``out`` from again, or None when ``out`` shares storage with
+    an input (a decomposition may hand an input back) or holds what a spec cannot."""
+    storages = {t.untyped_storage()._cdata for t in _tensors(kwargs, _tensors(args, []))}
+    if any(t.untyped_storage()._cdata in storages for t in _tensors(out, [])):
+        return None
+    try:
+        return _spec(out)
+    except _Uncacheable:
+        return None
+
+
+def rebuild(spec):
+    """Fresh meta tensors (in the structure of the op's output) from :func:`output_spec`."""
+    return _rebuild(spec)
 
 
 class ShapeReplay(TorchDispatchMode):
@@ -98,8 +176,9 @@ class ShapeReplay(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        kind = _kind(func)
         try:
-            if _aliasing(func):
+            if kind == "view":
                 raise _Uncacheable
             key = (id(func), _key(args), _key(kwargs))
         except _Uncacheable:
@@ -107,12 +186,17 @@ class ShapeReplay(TorchDispatchMode):
         spec = self.outputs.get(key)
         if spec is not None:
             self.replayed += 1
+            if kind == "inplace":
+                return _rewritten(spec, _tensors(kwargs, _tensors(args, [])))
             return _rebuild(spec)
         out = func(*args, **kwargs)
         if len(self.outputs) >= MAX_ENTRIES:
             self.outputs.clear()
         with contextlib.suppress(_Uncacheable):
-            self.outputs[key] = _spec(out)
+            if kind == "functional":
+                self.outputs[key] = _spec(out)
+            elif (_key(args), _key(kwargs)) == key[1:]:  # it kept every input's metadata
+                self.outputs[key] = _written(out, _tensors(kwargs, _tensors(args, [])))
         return out
 
 

@@ -24,11 +24,9 @@ def small_dims():
 
 # Hypothesis profiles for the fuzzer (tests/test_fuzz.py): `ci`, the default, runs a few hundred
 # cases with a fixed seed in seconds; `long` (pytest -m fuzz --hypothesis-profile long) thousands.
-import os  # noqa: E402
-
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True, database=None,
+settings.register_profile("ci", max_examples=80, deadline=None, derandomize=True, database=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("long", max_examples=5000, deadline=None, database=None,
                           suppress_health_check=list(HealthCheck))

@@ -191,7 +191,8 @@ def test_counts_over_4300_digits_print_in_every_format(fmt):
                 sys.set_int_max_str_digits(4300)
             assert data["variants"][0]["paths"]["count"] == 4**7143  # exact, in full
         else:
-            assert "3.2697e+4300 (4301 digits)" in result.output  # 4^7143, abbreviated
+            assert "3.2697" in result.output and "4300" in result.output  # 4^7143, abbreviated
+            assert "(4301 digits)" in result.output
 
 
 @pytest.mark.parametrize("fmt", ["table", "json"])
@@ -441,6 +442,6 @@ def test_paths_of_a_two_stream_model_prints_its_transfer_matrix(fmt):
 def test_a_mean_of_a_4300_digit_fraction_prints(tmp_path):
     result = run("paths", "resi-dual", "--layers", "7143", "--format", "latex")
     assert result.exit_code == 0, result.output
-    assert "mean\\_sublayers & ≈7143 &" in result.output  # 2^14287·L/(2^14287 - 1), abbreviated
+    assert r"mean\_sublayers & $\approx$7143 (4305/4301-digit fraction)" in result.output
     data = run("paths", "resi-dual", "--layers", "7143", "--format", "json").output
     assert '"mean_sublayers": "' in data and len(data) > 2 * 4300  # the exact fraction, in full

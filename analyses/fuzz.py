@@ -267,7 +267,7 @@ def graph_case(data) -> tuple[list[str], bytes]:
 
 
 def graph_command(data) -> list[str]:
-    command = data.draw(st.sampled_from(["compare", "compare", "paths", "show", "check"]))
+    command = data.draw(st.sampled_from(["compare", "compare", "paths", "show", "check", "memory"]))
     if command == "compare":
         extra = data.draw(st.sampled_from([[], ["--preset", "tiny"], ["--symbolic"],
                                            ["--set", f"n_layers={_pick(data, LAYERS)}"]]))
@@ -279,6 +279,9 @@ def graph_command(data) -> list[str]:
     if command == "show":
         return ["show", "{file}", "--format",
                 data.draw(st.sampled_from(["text", "json", "mermaid", "dot"]))]
+    if command == "memory":
+        return [data.draw(st.sampled_from(["memory", "inference"])), "{file}",
+                "--format", data.draw(st.sampled_from(FORMATS))]
     if data.draw(st.integers(0, 19)):  # torch is the slow path: one graph case in 100
         return ["compare", "{file}", "--format", "json"]
     return ["check", "{file}", "--preset", "tiny", "--device", "meta", "--format", "json"]
@@ -329,7 +332,11 @@ set_values = (sensible | sensible | sensible | st.sampled_from([str(v) for v in 
 def set_case(data) -> tuple[list[str], bytes]:
     """``--set NAME=VALUE`` values on a catalog variant."""
     items = []
-    for _ in range(data.draw(st.integers(1, 3))):
+    if data.draw(st.booleans()):  # one value that keeps the preset consistent, possibly huge
+        name = data.draw(st.sampled_from(["n_layers", "vocab", "batch", "d_ff", "n_experts"]))
+        value = data.draw(st.integers(2, 4096) | st.sampled_from([2**31, 10**12, 2**62, 2**63 - 1]))
+        items += ["--set", f"{name}={value}"]
+    for _ in range(data.draw(st.integers(0 if items else 1, 2))):
         name = data.draw(st.sampled_from(list(SETTABLE)) | st.sampled_from(list(SETTABLE))
                          | st.text(max_size=8))
         items += ["--set", f"{name}{data.draw(st.sampled_from(['=', '=', '=', '==', '', ' = ']))}"
@@ -337,7 +344,8 @@ def set_case(data) -> tuple[list[str], bytes]:
     variant = data.draw(st.sampled_from(list(_catalog_json())))
     command = data.draw(st.sampled_from([["compare", variant, "--format", "json"],
                                          ["paths", variant, "--format", "csv"],
-                                         ["compare", variant, "--preset", "tiny"]]))
+                                         ["compare", variant, "--preset", "tiny"],
+                                         ["memory", variant], ["inference", variant]]))
     return [*command, *items], b""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from blockalg import BlockalgError
 from blockalg.cli import main
 from blockalg.output.render import latex_escape
 from blockalg.output.report import ReportFolder, reports_dir, study_main
@@ -165,11 +166,11 @@ def test_interrupted_write_keeps_the_old_folder(tmp_path, monkeypatch):
     def failing_write_bytes(self, data):
         calls.append(self)
         if len(calls) == 2:
-            raise OSError("disk full")
+            raise OSError(28, "No space left on device")
         return original(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", failing_write_bytes)
-    with pytest.raises(OSError):
+    with pytest.raises(BlockalgError, match="cannot write .No space left on device"):
         new.write(out)
     monkeypatch.undo()
     assert (out / "a.md").read_text() == "old\n" and not (out / "b.md").exists()

@@ -21,14 +21,25 @@ coefficients of ``T(1, t, t)**L`` (sublayers) and ``T(t, 1, 1)**L`` (norms).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import sympy as sp
 
+from ..errors import BlockalgError
+from ..graphs import magnitude
 from ..graphs.graph import model_streams, segments
 from ..graphs.symbols import n_layers
-from .streams import StreamSystem, stream_statistics, stream_system, stream_terms
+from ..limits import MAX_DETAIL_LAYERS, MAX_STREAM_DETAIL_LAYERS
+from .streams import (
+    StreamSystem,
+    stream_distribution,
+    stream_statistics,
+    stream_system,
+    stream_terms,
+)
 from .terms import (
     MARKS,
     a,
@@ -36,12 +47,14 @@ from .terms import (
     block_terms,
     expr_to_terms,
     f,
+    factor_if_small,
     factored,
     final_polynomial,
     final_terms,
-    int_poly_mul,
-    int_poly_pow,
+    int_coefficients,
+    int_power_product,
     n,
+    polynomial_text,
     power,
     t,
     terms_at,
@@ -63,7 +76,7 @@ def model_terms(graph, layers: int) -> dict:
         return stream_terms(stream_system(graph), layers)
     terms = final_terms(graph)
     for block, count in segments(graph):
-        power = int(count.subs(n_layers, layers))
+        power = magnitude.exact(count, {n_layers: layers})
         terms = terms_product(terms, terms_power(block_terms(block), power))
     return terms
 
@@ -84,8 +97,8 @@ def model_value(graph, layers: int, point, modulus: int | None = None) -> int:
         return _stream_value(stream_system(graph), layers, point, modulus)
     value = terms_at(final_terms(graph), point, modulus)
     for block, count in segments(graph):
-        value *= pow(terms_at(block_terms(block), point, modulus), int(count.subs(n_layers, layers)),
-                     modulus)
+        value *= pow(terms_at(block_terms(block), point, modulus),
+                     magnitude.exact(count, {n_layers: layers}), modulus)
     return value % modulus if modulus else value
 
 
@@ -137,22 +150,39 @@ def collapsed(terms: dict, of: str) -> list[int]:
     return coefficients
 
 
+def binomial_form(coefficients: list[int]) -> tuple[int, int] | None:
+    """``(m, j)`` when the polynomial with these coefficients is c·t^m·(1 + t)^j, else None; read
+    off the coefficients (no factoring).
+
+    >>> binomial_form([0, 2, 4, 2]), binomial_form([1, 2])
+    ((1, 2), None)
+    """
+    m = next((i for i, c in enumerate(coefficients) if c), None)
+    if m is None:
+        return None
+    rest = coefficients[m:]
+    while rest[-1] == 0:
+        rest = rest[:-1]
+    j = len(rest) - 1
+    return (m, j) if all(c == rest[0] * math.comb(j, i) for i, c in enumerate(rest)) else None
+
+
 def distribution_closed_form(parts, final: sp.Expr) -> tuple[sp.Expr, str]:
     """``(Π per_block_i**count_i · final, description)`` for ``parts = [(per_block, count)]``;
     the description names a binomial where it is one: per-block polynomials c·t^m·(1 + t)^j give
-    a shifted Binomial(Σ j·count, 1/2)."""
+    a shifted Binomial(Σ j·count, 1/2), read off the coefficients (factoring a degree-200
+    polynomial would take a minute; it is factored for display only when small)."""
     expr, shift, trials = final, sp.sympify(sp.degree(final, t)) if final != 1 else sp.Integer(0), 0
     binomial = True
     for per_block, count in parts:
-        factored = sp.factor(per_block)
-        expr *= factored**count
-        for base, power in sp.factor_list(factored)[1]:
-            if base == t:
-                shift += power * count
-            elif sp.expand(base - (1 + t)) == 0:
-                trials += power * count
-            else:
-                binomial = False
+        coefficients = int_coefficients(per_block)
+        expr *= factor_if_small(per_block, len(coefficients) - 1)**count
+        form = binomial_form(coefficients)
+        if form is None:
+            binomial = False
+        else:
+            shift += form[0] * count
+            trials += form[1] * count
     if not binomial:
         return expr, "no binomial form"
     if trials == 0:
@@ -179,6 +209,8 @@ class PathStats:
     parts: list[tuple[dict, sp.Expr]]
     final: sp.Expr  # the final norm's factor
     expressions: dict[str, sp.Expr]
+    #: Most layers :meth:`distribution` and :meth:`shortest_to_layer` list (a row per layer).
+    detail_layers: ClassVar[int] = MAX_DETAIL_LAYERS
 
     @cached_property
     def factors(self) -> list[tuple[sp.Expr, sp.Expr]]:
@@ -207,33 +239,51 @@ class PathStats:
         return distribution_closed_form(*self._distribution_parts("norms"))
 
     def at(self, layers: int) -> dict:
-        """The statistics at ``n_layers = layers`` as exact numbers; the JSON shape of ``paths``."""
-        value = {key: expr.subs(n_layers, layers) for key, expr in self.expressions.items()}
-        return {"count": int(value["count"]),
-                "shortest": {"norms": int(value["shortest.norms"]),
-                             "sublayers": int(value["shortest.sublayers"])},
-                "longest": {"norms": int(value["longest.norms"]),
-                            "sublayers": int(value["longest.sublayers"])},
-                "mean_sublayers": str(sp.Rational(value["mean_sublayers"])),
-                "mean_norms": str(sp.Rational(value["mean_norms"])),
-                "generating_function": sp.sstr(self.generating_function),
-                "block_generating_function": sp.sstr(self.block)}
+        """The statistics at ``n_layers = layers``; the JSON shape of ``paths``. Exact numbers,
+        except a value too large to compute (over MAX_EXACT_BITS bits, e.g. 4^L at L = 10^9),
+        which is an :class:`~blockalg.graphs.magnitude.Approx`; means are exact fractions as
+        text, however long."""
+        value = {key: self.value(key, layers) for key in PATH_KEYS}
+        mean = {key: value[key] if isinstance(value[key], magnitude.Approx)
+                else magnitude.exact_text(value[key]) for key in ("mean_sublayers", "mean_norms")}
+        return {"count": value["count"],
+                "shortest": {"norms": value["shortest.norms"],
+                             "sublayers": value["shortest.sublayers"]},
+                "longest": {"norms": value["longest.norms"],
+                            "sublayers": value["longest.sublayers"]},
+                "mean_sublayers": mean["mean_sublayers"],
+                "mean_norms": mean["mean_norms"],
+                "generating_function": polynomial_text(self.generating_function),
+                "block_generating_function": polynomial_text(self.block)}
+
+    def value(self, key: str, layers: int):
+        """Statistic ``key`` at ``n_layers = layers``: an int or Fraction, or an
+        :class:`~blockalg.graphs.magnitude.Approx` when too large to compute exactly."""
+        return magnitude.value(self.expressions[key], {n_layers: layers})
 
     def shortest_to_layer(self, layers: int) -> list[dict]:
         """For each layer l = 1..L, the shortest path from the model output back to layer l's
-        input (it crosses blocks l..L and the final norm)."""
+        input (it crosses blocks l..L and the final norm); at most ``detail_layers`` rows."""
+        self.check_detail(layers)
         norms, subs = self.expressions["shortest_to_layer.norms"], self.expressions["shortest_to_layer.sublayers"]
-        return [{"layer": l, "norms": int(norms.subs({n_layers: layers, layer: l})),
-                 "sublayers": int(subs.subs({n_layers: layers, layer: l}))}
+        return [{"layer": l, "norms": magnitude.exact(norms, {n_layers: layers, layer: l}),
+                 "sublayers": magnitude.exact(subs, {n_layers: layers, layer: l})}
                 for l in range(1, layers + 1)]
 
     def distribution(self, layers: int, of: str = "sublayers") -> dict[int, int]:
-        """Number of paths crossing k sublayers (or norms), for every k, at ``n_layers = layers``."""
-        coefficients = collapsed(self._final_terms, of)
-        for terms, count in self.parts:
-            power = int_poly_pow(collapsed(terms, of), int(count.subs(n_layers, layers)))
-            coefficients = int_poly_mul(coefficients, power)
-        return {k: c for k, c in enumerate(coefficients) if c}
+        """Number of paths crossing k sublayers (or norms), for every k, at ``n_layers = layers``
+        (at most ``detail_layers`` layers: the answer has a row per k)."""
+        self.check_detail(layers)
+        factors = [(collapsed(self._final_terms, of), 1)] + [
+            (collapsed(terms, of), magnitude.exact(count, {n_layers: layers}))
+            for terms, count in self.parts]
+        return {k: c for k, c in enumerate(int_power_product(factors)) if c}
+
+    def check_detail(self, layers: int) -> None:
+        """A one-line error when ``layers`` is over :attr:`detail_layers`."""
+        if layers > self.detail_layers:
+            raise BlockalgError(f"distributions and per-layer rows are listed up to "
+                                f"{self.detail_layers:,} layers for this model, not {layers:,}")
 
     @property
     def _final_terms(self) -> dict:
@@ -289,6 +339,7 @@ class StreamPathStats(PathStats):
 
     system: StreamSystem | None = None
     distributions: tuple = ()  # (sublayers, norms): (generating function in t, description)
+    detail_layers: ClassVar[int] = MAX_STREAM_DETAIL_LAYERS
 
     @property
     def factors(self) -> list[tuple[sp.Expr, sp.Expr]]:
@@ -307,9 +358,5 @@ class StreamPathStats(PathStats):
         return self.system.generating_function()
 
     def distribution(self, layers: int, of: str = "sublayers") -> dict[int, int]:
-        marks = DISTRIBUTION_MARKS[of]
-        counts = {}
-        for (i, j, k), c in stream_terms(self.system, layers).items():
-            degree = (i,) if marks == (n,) else (j + k,)
-            counts[degree[0]] = counts.get(degree[0], 0) + c
-        return dict(sorted(counts.items()))
+        self.check_detail(layers)
+        return stream_distribution(self.system, layers, DISTRIBUTION_MARKS[of])

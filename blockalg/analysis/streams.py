@@ -15,12 +15,14 @@ from ..errors import BlockalgError
 from ..graphs.graph import model_streams, stream_nodes
 from ..graphs.ops import INPUT, OUTPUT
 from ..graphs.symbols import n_layers
+from ..limits import MAX_STREAMS
 from .terms import (
     a,
     degrees,
     expr_to_terms,
     f,
     final_polynomial,
+    int_coefficients,
     mark,
     n,
     path_polynomial,
@@ -42,7 +44,21 @@ class StreamSystem:
     head: sp.Matrix
 
     def generating_function(self, blocks=n_layers) -> sp.Expr:
-        return (self.start.T * self.matrix**blocks * self.head)[0]
+        return (self.start.T * self.power(blocks) * self.head)[0]
+
+    def power(self, blocks=n_layers) -> sp.Matrix:
+        """M**blocks in closed form for two streams (M upper triangular, so no eigenvectors to
+        find): the corner is B·Σ_r A^r·D^(L-1-r) = B·(A^L - D^L)/(A - D), or B·L·A^(L-1) when
+        the diagonal entries agree."""
+        M = self.matrix
+        if M.rows == 1:
+            return sp.Matrix([[M[0, 0] ** blocks]])
+        A, B, D = M[0, 0], M[0, 1], M[1, 1]
+        if sp.expand(A - D) == 0:
+            corner = B * blocks * A ** (blocks - 1)
+        else:
+            corner = B * (A**blocks - D**blocks) / (A - D)
+        return sp.Matrix([[A**blocks, corner], [0, D**blocks]])
 
 
 def _paths_or_zero(graph, start, end) -> sp.Expr:
@@ -64,6 +80,10 @@ def stream_system(graph) -> StreamSystem:
     head_vector = sp.Matrix([_paths_or_zero(head, stream_nodes(head)[s], head_out) * final
                              for s in streams])
     start = sp.Matrix([1 if model_streams(graph)[s] == "embedding" else 0 for s in streams])
+    if len(streams) > MAX_STREAMS or any(matrix[i, j] != 0 for i in range(len(streams))
+                                         for j in range(i)):
+        raise BlockalgError(f"path statistics need at most {MAX_STREAMS} streams, none feeding "
+                            f"an earlier one")
     return StreamSystem(streams, matrix, start, head_vector)
 
 
@@ -153,3 +173,52 @@ def stream_terms(system: StreamSystem, layers: int) -> dict:
                 for e, c in terms_product(result[i][j], expr_to_terms(system.head[j])).items():
                     total[e] = total.get(e, 0) + c
     return {e: c for e, c in total.items() if c}
+
+
+def stream_distribution(system: StreamSystem, layers: int, marks) -> dict[int, int]:
+    """Number of paths by degree in ``marks`` (``(a, f)``: sublayers; ``(n,)``: norms) at
+    ``layers`` blocks: start · M**layers · head with each entry collapsed to a polynomial in
+    one variable, one block at a time. The polynomials are packed into single integers, one
+    slot of ``B`` bits per coefficient (B above the total path count, so slots never overflow):
+    multiplying by a block's small polynomial is then a few shifts and adds of big integers.
+
+    >>> from blockalg.graphs.variants import get
+    >>> sum(stream_distribution(stream_system(get("resi-dual")), 3, (a, f)).values())
+    127
+    """
+    def collapse(expr):
+        if expr == 0:
+            return [0]
+        return int_coefficients(sp.expand(sp.sympify(expr).subs({m: t for m in marks})
+                                          .subs({x: 1 for x in (n, a, f)})))
+
+    k = system.matrix.rows
+    matrix = [[collapse(system.matrix[i, j]) for j in range(k)] for i in range(k)]
+    head = [collapse(system.head[j]) for j in range(k)]
+    start = [1 if system.start[i] else 0 for i in range(k)]
+    slot = _count(start, matrix, head, layers).bit_length() + 1
+    slot += -slot % 4  # whole hex digits, to unpack by slicing text
+
+    def times(x: int, poly: list[int]) -> int:
+        return sum(c * (x << (slot * d)) for d, c in enumerate(poly) if c)
+
+    vector = start
+    for _ in range(layers):
+        vector = [sum(times(vector[i], matrix[i][j]) for i in range(k)) for j in range(k)]
+    total = sum(times(vector[j], head[j]) for j in range(k))
+    text, width = format(total, "x"), slot // 4
+    text = text.zfill(-(-len(text) // width) * width)
+    coefficients = [int(text[i:i + width], 16) for i in range(0, len(text), width)][::-1]
+    return {degree: c for degree, c in enumerate(coefficients) if c}
+
+
+def _count(start, matrix, head, layers: int) -> int:
+    """start · M(1)**layers · head: the number of paths (integer matrices, repeated squaring)."""
+    k = len(start)
+    ones = [[sum(matrix[i][j]) for j in range(k)] for i in range(k)]
+
+    def product(x, y):
+        return [[sum(x[i][m] * y[m][j] for m in range(k)) for j in range(k)] for i in range(k)]
+
+    result = power(ones, layers, product, [[int(i == j) for j in range(k)] for i in range(k)])
+    return sum(start[i] * result[i][j] * sum(head[j]) for i in range(k) for j in range(k))

@@ -7,15 +7,17 @@ line naming the culprit; a failed empirical check exits 1.
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 
 import click
 import sympy as sp
 
+from ..errors import BlockalgError
+from ..files import check_writable, read_json
 from ..graphs.graph import INIT_SCHEMES
 from ..graphs.presets import DEFAULT_PRESET, preset_names
-from ..output.render import Table, graph_to_dot, graph_to_mermaid, graph_to_text
+from ..limits import MAX_DIMENSION
+from ..output.render import Table, graph_to_dot, graph_to_mermaid, graph_to_text, json_text
 from ..output.tables import (
     closed_form_table,
     comparison_table,
@@ -28,8 +30,11 @@ from ..output.tables import (
     shortest_to_layer_table,
 )
 from .options import (
+    BATCH,
     CONTEXT,
     RAW_ARGS,
+    SEEDS,
+    Finite,
     TABLE_FORMATS,
     accepts_modules,
     device_option,
@@ -78,8 +83,15 @@ LAZY_COMMANDS = {"train": (".train", "train_command"), "memory": (".memory", "me
 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(package_name="blockalg")
+@click.option("--debug", is_flag=True, expose_value=False,
+              help="On an internal error, print the traceback (also: BLOCKALG_DEBUG=1). "
+                   "Accepted anywhere on the command line.")
 def main():
-    """Exact parameter counts, FLOPs and gradient paths of transformer block variants."""
+    """Exact parameter counts, FLOPs and gradient paths of transformer block variants.
+
+    Exit codes: 0 done, 1 a check failed (or report --drift found a difference), 2 bad input
+    (one line naming the culprit), 3 internal error (please report), 130 interrupted.
+    """
 
 
 @main.command("variants")
@@ -93,9 +105,9 @@ def variants_command(full, fmt):
 
     entries = catalog()
     if fmt == "json":
-        click.echo(json.dumps([{"name": v.name, "aliases": list(v.aliases),
+        click.echo(json_text([{"name": v.name, "aliases": list(v.aliases),
                                 "equations": list(v.equations), "reference": v.reference,
-                                "paper": v.paper, "summary": v.summary} for v in entries], indent=2))
+                                "paper": v.paper, "summary": v.summary} for v in entries]))
         return
     lines = "\n" if fmt == "table" else "; "  # one citation per line on a terminal
     columns = {"name": lambda v: v.name, "paper": lambda v: v.paper.replace("; ", lines),
@@ -158,7 +170,7 @@ def compare_command(variants, preset, assignments, hf_config, fmt, symbolic, run
         data = comparison.to_dict()
         for entry, variant_checks in zip(data["variants"], checks or []):
             entry["checks"] = [c.to_dict() for c in variant_checks]
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json_text(data))
     else:
         click.echo(render_table(comparison_table(results, keys, checks), fmt))
         if symbolic:
@@ -191,10 +203,10 @@ def check_command(variants, preset, assignments, hf_config, device, dtype, optim
     with progress(graphs, "checking") as bar:
         checks = [_run_checks(graph, dims, device, setting, elementwise) for graph in bar]
     if fmt == "json":
-        click.echo(json.dumps({"preset": preset, "dims": dims, "device": device,
+        click.echo(json_text({"preset": preset, "dims": dims, "device": device,
                                "setting": setting.to_dict(), "variants": [
             {"name": g.graph["name"], "checks": [c.to_dict() for c in cs]}
-            for g, cs in zip(graphs, checks)]}, indent=2))
+            for g, cs in zip(graphs, checks)]}))
     else:
         click.echo(render_table(check_table(graphs, checks, preset, device, dims,
                                             notes_below=fmt == "table"), fmt))
@@ -228,7 +240,7 @@ DETAIL_MAX_LAYERS = 48
 @main.command("paths")
 @click.argument("variants", nargs=-1)
 @dims_options
-@click.option("--layers", type=click.IntRange(min=1),
+@click.option("--layers", type=click.IntRange(min=1, max=MAX_DIMENSION),
               help="Number of layers (the same as --set n_layers=N).")
 @click.option("--detail/--no-detail", default=None,
               help="Per-layer shortest paths and the full distributions "
@@ -248,6 +260,8 @@ def paths_command(variants, preset, assignments, hf_config, layers, detail, fmt)
     layers = layers or dims["n_layers"]
     detail = layers <= DETAIL_MAX_LAYERS if detail is None else detail
     stats = [path_stats(g) for g in graphs]
+    for st in stats if detail else ():
+        st.check_detail(layers)  # before anything is printed
     if fmt == "json":
         entries = []
         for g, st in zip(graphs, stats):
@@ -264,7 +278,7 @@ def paths_command(variants, preset, assignments, hf_config, layers, detail, fmt)
             if detail:
                 entry["shortest_to_layer"] = st.shortest_to_layer(layers)
             entries.append(entry)
-        click.echo(json.dumps({"layers": layers, "variants": entries}, indent=2))
+        click.echo(json_text({"layers": layers, "variants": entries}))
         return
     click.echo(render_table(path_table(graphs, stats, layers, fmt), fmt))
     if detail:
@@ -279,10 +293,10 @@ def paths_command(variants, preset, assignments, hf_config, layers, detail, fmt)
 @click.argument("variants", nargs=-1)
 @dims_options(default="tiny-deep")
 @device_option(default="cpu")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--seeds", type=SEEDS, default=3, show_default=True,
               help="Number of initialisations to average over.")
-@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--init-std", type=click.FloatRange(min=0, min_open=True), default=0.02,
+@click.option("--batch", type=BATCH, default=8, show_default=True)
+@click.option("--init-std", type=Finite(min=0, min_open=True, max=1e3), default=0.02,
               show_default=True, help="Std of the weight init (GPT-2: 0.02; try d_model**-0.5).")
 @click.option("--residual-scaling/--no-residual-scaling", default=True, show_default=True,
               help="GPT-2's 1/sqrt(2L) on the residual projections' init.")
@@ -307,6 +321,8 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
 
     real_device(device, "measuring gradients")
     graphs, dims, preset = resolve_inputs(variants, preset, assignments, hf_config)
+    if plot:
+        check_writable(plot)  # before the work, not after
     with progress(graphs, "measuring") as bar:
         results = [gradient_norms(graph, dims, seeds=tuple(range(seeds)), batch=batch,
                                   device=device, init_std=init_std, residual_scaling=residual_scaling,
@@ -316,10 +332,10 @@ def gradients_command(variants, preset, assignments, hf_config, device, seeds, b
         save_figure(gradient_figure(results), plot)
         click.echo(f"wrote {plot}", err=True)
     if fmt == "json":
-        click.echo(json.dumps({"preset": preset, "dims": dims, "device": device, "batch": batch,
+        click.echo(json_text({"preset": preset, "dims": dims, "device": device, "batch": batch,
                                "init": init, "init_std": init_std,
                                "residual_scaling": residual_scaling,
-                               "variants": [r.to_dict() for r in results]}, indent=2))
+                               "variants": [r.to_dict() for r in results]}))
         return
     scaling = "" if residual_scaling else " without residual scaling"
     init_setting = f"init {init}" if init == "xiong" else f"init std {init_std:g}{scaling}"
@@ -369,7 +385,7 @@ def report_command(variants, presets, assignments, out, hf_config, empirical, th
     check_only = check_only or old_drift
 
     if not check_only:
-        replaceable(out)  # refuse a folder blockalg did not write before the work, not after
+        replaceable(out)  # a folder it may replace, writable: before the work, not after
     shapes = []
     for preset in presets or (DEFAULT_PRESET,):
         graphs, dims, label = resolve_inputs(variants, preset, assignments, hf_config)
@@ -389,10 +405,9 @@ def _measured_gradients(out):
     """The gradient measurements of the report in ``out`` (None when it has none)."""
     from pathlib import Path
 
-    path = Path(out) / "data.json"
     try:
-        return json.loads(path.read_text())["gradients"]
-    except (OSError, ValueError, KeyError):
+        return read_json(Path(out) / "data.json")["gradients"]
+    except (BlockalgError, KeyError, TypeError):
         return None
 
 

@@ -6,13 +6,11 @@ graph (:mod:`blockalg.analysis.memory`), with roofline bounds on named hardware
 
 from __future__ import annotations
 
-import json
-
 import click
 import sympy as sp
 
 from ..analysis.memory import INFERENCE_KEYS, MEMORY_KEYS, Setting
-from ..output.render import Table, format_value
+from ..output.render import Table, format_value, json_text
 from ..output.tables import dims_line, label_part
 from .options import (
     TABLE_FORMATS,
@@ -103,7 +101,7 @@ def memory_command(variants, preset, assignments, hf_config, batch, seq_len, dty
             entry["roofline"] = training_roofline(values, hw, dtype)
         entries.append(entry)
     if fmt == "json":
-        click.echo(json.dumps({"preset": label, "dims": dims, "setting": setting.to_dict(),
+        click.echo(json_text({"preset": label, "dims": dims, "setting": setting.to_dict(),
                                "hardware": hw.to_dict() if hw else None, "variants": entries},
                               indent=2))
         return
@@ -162,7 +160,7 @@ def inference_command(variants, preset, assignments, hf_config, context, batch, 
             entry["roofline"] = inference_roofline(values, dims["batch"], hw, dtype)
         entries.append(entry)
     if fmt == "json":
-        click.echo(json.dumps({"preset": label, "dims": dims, "dtype": dtype,
+        click.echo(json_text({"preset": label, "dims": dims, "dtype": dtype,
                                "context": dims["seq_len"], "position": dims["seq_len"] - 1,
                                "hardware": hw.to_dict() if hw else None, "variants": entries},
                               indent=2))

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
+import os
+import signal
 import sys
+import traceback
 
 import click
 
-from ..errors import BlockalgError
+from ..errors import BlockalgError, Terminated, escape_line, quote
 from ..graphs.presets import (
     DEFAULT_PRESET,
     parse_assignments,
@@ -27,23 +31,103 @@ TABLE_FORMATS = ("table", "markdown", "latex", "csv")
 DEVICES = ("meta", "cpu", "cuda")
 
 
+DEBUG_ENV = "BLOCKALG_DEBUG"
+#: Exit codes: 0 done, 1 a failed check or drift, 2 bad input (one line naming the culprit), 3 an
+#: internal error (a bug: one line, the traceback with --debug), 128 + N killed by signal N
+#: (130 Ctrl-C, 143 SIGTERM), 141 the reader of stdout went away.
+EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_PIPE = 2, 3, 141
+
+
 def run_command(command, args=None, prog_name=None, say=None) -> int:
-    """Run a click command with blockalg's one error contract and return the exit code: bad
-    input (a :class:`BlockalgError` or a usage error) is one line on stderr, exit 2; Ctrl-C, one
-    line. ``say`` prints a line to stderr (the default ``click.echo(..., err=True)``)."""
+    """Run a click command with blockalg's one error contract and return the exit code.
+
+    Bad input (a :class:`BlockalgError`, a usage error, an ``OSError`` such as a full disk) is
+    one line on stderr, exit 2. Anything else that escapes is a bug: one line ("internal error:
+    ..., please report"), exit 3, and the traceback only with ``--debug`` (anywhere on the
+    command line) or the environment variable ``BLOCKALG_DEBUG=1``. Ctrl-C prints one line and
+    exits 130; SIGTERM raises like Ctrl-C (so clean-up code runs) and exits 143. ``say`` prints
+    a line to stderr (the default ``click.echo(..., err=True)``).
+    """
     say = say or (lambda line: click.echo(line, err=True))
-    try:
-        rv = command.main(args, prog_name=prog_name, standalone_mode=False)
-    except click.ClickException as e:
-        say(f"blockalg: error: {e.format_message()}")
-        return e.exit_code
-    except BlockalgError as e:
-        say(f"blockalg: error: {e}")
-        return 2
-    except click.Abort:
-        say("blockalg: aborted")
-        return 1
+    args = list(sys.argv[1:] if args is None else args)
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = [arg for i, arg in enumerate(args) if i >= end or arg != "--debug"]
+    with _sigterm_raises():
+        try:
+            rv = command.main(args, prog_name=prog_name, standalone_mode=False)
+        except click.ClickException as e:
+            say(f"blockalg: error: {escape_line(e.format_message())}")
+            return e.exit_code
+        except BlockalgError as e:
+            say(f"blockalg: error: {escape_line(str(e))}")
+            return EXIT_BAD_INPUT
+        except (click.Abort, KeyboardInterrupt) as e:
+            signum = getattr(e.__cause__ or e.__context__ or e, "signum", signal.SIGINT)
+            say("blockalg: interrupted" if signum == signal.SIGINT else
+                f"blockalg: terminated by signal {signum}")
+            return 128 + signum
+        except BrokenPipeError:
+            _silence_stdout()
+            return EXIT_PIPE
+        except OSError as e:
+            where = f"{quote(str(e.filename))}: " if e.filename is not None else ""
+            say(f"blockalg: error: {where}{escape_line(e.strerror or str(e))}")
+            return EXIT_BAD_INPUT
+        except Exception as e:  # the last line of defence: a bug, reported as one
+            if debug:
+                traceback.print_exc()
+            hint = "" if debug else f" (rerun with --debug or {DEBUG_ENV}=1 for the traceback)"
+            say(f"blockalg: internal error: {type(e).__name__}: {escape_line(str(e))[:300]}, "
+                f"please report{hint}")
+            return EXIT_INTERNAL
     return rv if isinstance(rv, int) else 0
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`~blockalg.errors.Terminated` (a KeyboardInterrupt) while a command
+    runs, so that ``finally`` blocks clean up, as on Ctrl-C."""
+    def terminate(signum, frame):
+        raise Terminated(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so that the flush at exit stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+class Finite(click.FloatRange):
+    """A float in a range that is also finite: ``nan`` and ``inf`` are refused."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+#: A positive, finite float (learning rates, clipping norms, init scales).
+POSITIVE = Finite(min=0, min_open=True)
+#: Seeds per setting and sequences per batch: bounded, so a typo cannot ask for 10^30 of them.
+SEEDS = click.IntRange(min=1, max=10_000)
+BATCH = click.IntRange(min=1, max=2**31 - 1)
 
 
 def format_option(*formats, default="table"):
@@ -122,7 +206,7 @@ def resolve_inputs(variants, preset, assignments, hf_config):
         if preset != DEFAULT_PRESET:
             click.echo(f"note: --hf-config gives the dimensions; --preset {preset} is not used", err=True)
         for line in model.not_modeled:
-            click.echo(f"note: {hf_config}: not modelled: {line}", err=True)
+            click.echo(f"note: {escape_line(hf_config)}: not modelled: {line}", err=True)
         dims, label = model.dims, f"hf:{model.model_type}"
     else:
         dims, label = resolve_dims(preset, overrides), preset

@@ -11,7 +11,6 @@ Importing this module does not import torch (the library imports it inside its f
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -21,7 +20,10 @@ from ..graphs.presets import parse_assignments
 from ..model.data import DATASETS
 from ..model.train import DTYPES, SCHEDULES
 from .options import (
+    BATCH,
     CONTEXT,
+    POSITIVE,
+    SEEDS,
     TABLE_FORMATS,
     accepts_modules,
     device_option,
@@ -34,19 +36,17 @@ from .options import (
     step_progress,
 )
 
-POSITIVE = click.FloatRange(min=0, min_open=True)
-
 
 @click.command("train", context_settings=CONTEXT)
 @click.argument("variants", nargs=-1)
 @dims_options(default="tiny")
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1, max=10**9), default=200, show_default=True,
               help="Optimizer updates per run.")
 @click.option("--lr", "lrs", type=POSITIVE, multiple=True, default=(1e-3,), show_default=True,
               help="Peak learning rate (repeatable: one run per value).")
 @click.option("--warmup", "warmups", type=click.IntRange(min=0), multiple=True, default=(0,),
               show_default=True, help="Linear warm-up steps (repeatable: one run per value).")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--seeds", type=SEEDS, default=1, show_default=True,
               help="Seeds 0..K-1 per setting; a seed fixes the init and the batches.")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="cosine", show_default=True,
               help="After warm-up: cosine down to 10% of the peak at the last step, or constant.")
@@ -59,13 +59,13 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--data", type=click.Choice(DATASETS), default="text", show_default=True,
               help="text: CPython's pydoc topics as bytes (sets vocab to 256); synthetic: a "
                    "Markov chain over a small vocab (32 unless --set vocab=N).")
-@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--batch", type=BATCH, default=16, show_default=True,
               help="Sequences of seq_len tokens per update (per rank with --ddp).")
 @click.option("--eval-every", type=click.IntRange(min=1), default=50, show_default=True,
               help="Validation loss (and per-layer gradient norms) every N steps, and at the end.")
 @click.option("--max-loss", type=POSITIVE, default=None,
               help="A loss above this ends the run as diverged (default 2·ln(vocab) + 5).")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
               help="CPU threads per process; keep it equal across layouts for equal numbers.")
 @click.option("--ddp", is_flag=True,
               help="Under torchrun: every run data-parallel over all ranks (DDP) instead of "
@@ -96,6 +96,10 @@ def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups,
         base = train.RunConfig(lr=lrs[0], steps=steps, batch=batch, schedule=schedule, clip=clip,
                                eval_every=eval_every, max_loss=max_loss, data=data, device=device,
                                dtype=dtype, compile=compile_)
+        if out and world.rank == 0:
+            from ..output.report import replaceable
+
+            replaceable(out)  # before training, not after
         names = [g.graph.get("name", f"graph{i}") for i, g in enumerate(graphs)]
         runs = train.sweep_runs(names, dict.fromkeys(lrs), dict.fromkeys(warmups), range(seeds),
                                 base)
@@ -104,9 +108,12 @@ def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups,
         if world.rank != 0:
             sys.exit(2)  # rank 0 says it once
         raise
+    from ..model.build import out_of_memory_is_bad_input
+
     steps_here = sum(run.config.steps for run in train.my_runs(runs, world, ddp))
     with distributed.threads(threads), distributed.process_group(world, device), \
-            step_progress(steps_here if world.rank == 0 else 0, "training") as advance:
+            step_progress(steps_here if world.rank == 0 else 0, "training") as advance, \
+            out_of_memory_is_bad_input(device):
         results = train.run_sweep(graphs, dims, runs, world=world, ddp=ddp, on_step=advance)
     if world.rank != 0:
         return
@@ -117,6 +124,7 @@ def train_command(variants, preset, assignments, hf_config, steps, lrs, warmups,
 
 def _emit(result: dict, fmt: str, out) -> None:
     """Print the result (JSON or one line per run) and write the folder of ``--out``."""
+    from ..output.render import json_text
     from ..output.training import summary_table, sweep_report
 
     if out:
@@ -124,7 +132,7 @@ def _emit(result: dict, fmt: str, out) -> None:
         folder.write(out)
         click.echo(f"wrote {len(folder.files)} files to {out}", err=True)
     if fmt == "json":
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json_text(result))
     else:
         dims = result["dims"]
         title = (f"blockalg train · preset {result['preset']} (d_model={dims['d_model']}, "

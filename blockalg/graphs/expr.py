@@ -20,70 +20,163 @@ blockalg.errors.BlockalgError: expression "__import__('os')": calls are limited 
 """
 
 import ast
+import math
 import operator
 from fractions import Fraction
 
 import sympy as sp
 
-from ..errors import BlockalgError
+from ..errors import BlockalgError, quote
+from ..limits import (
+    MAX_DIMENSION,
+    MAX_EXPRESSION_BITS,
+    MAX_EXPRESSION_CHARS,
+    MAX_EXPRESSION_DEPTH,
+    MAX_EXPRESSION_NODES,
+)
+from . import magnitude
 from .symbols import DIMENSIONS, n_layers
 
 _NAMES = {**DIMENSIONS, "L": n_layers}
 MAX_EXPONENT = 64  # keeps '9**9**9' from hanging the parser
-_FUNCTIONS = {"sqrt": sp.sqrt, "floor": sp.floor, "ceiling": sp.ceiling}
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.Pow: operator.pow}
+_SYMBOL_BITS = math.log2(MAX_DIMENSION) + 1e-9
+
+
+def _rounding(function):
+    """floor or ceiling, left unevaluated on a symbolic argument: sympy's simplification of
+    floor(polynomial) queries assumptions for seconds; numbers are rounded at once."""
+    return lambda arg: function(arg) if arg.is_number else function(arg, evaluate=False)
+
+
+_FUNCTIONS = {"sqrt": sp.sqrt, "floor": _rounding(sp.floor), "ceiling": _rounding(sp.ceiling)}
 
 
 def parse_expression(text) -> sp.Expr:
-    """Return the sympy expression written in ``text`` (or the exact number, if given a number)."""
+    """Return the sympy expression written in ``text`` (or the exact number, if given a number).
+
+    Refused before anything is computed: text over :data:`~blockalg.limits.MAX_EXPRESSION_CHARS`
+    characters, more syntax nodes or deeper nesting than the limits, a non-number exponent, and
+    any expression whose value could exceed :data:`~blockalg.limits.MAX_EXPRESSION_BITS` bits
+    with every dimension at its maximum (so ``((2**64)**64)**64`` is refused in microseconds).
+    """
     if isinstance(text, sp.Basic):
         return text
     if isinstance(text, bool):
         raise BlockalgError(f"expression {text!r}: expected a number or an arithmetic expression")
     if isinstance(text, int):
-        return sp.Integer(text)
+        return _number(text, quote(text))
     if isinstance(text, float):
-        return sp.Rational(str(text))
+        if not math.isfinite(text):
+            raise BlockalgError(f"expression {text!r}: not a finite real number")
+        return _number(Fraction(repr(text)), quote(text))
     if not isinstance(text, str):
-        raise BlockalgError(f"expression {text!r}: expected a number or an arithmetic expression")
+        raise BlockalgError(f"expression {quote(text, 60)}: expected a number or an arithmetic "
+                            f"expression")
+    shown = quote(text, 60)
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise BlockalgError(f"expression {shown}: longer than {MAX_EXPRESSION_CHARS} characters")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        raise BlockalgError(f"expression {text!r}: not valid arithmetic") from None
-    expr = _build(tree.body, text)
+    except (SyntaxError, ValueError, UnicodeError, RecursionError, MemoryError):
+        raise BlockalgError(f"expression {shown}: not valid arithmetic") from None
+    _check_size(tree.body, shown)
+    expr, _ = _build(tree.body, shown)
     if expr.is_number and not (expr.is_real and expr.is_finite):
-        raise BlockalgError(f"expression {text!r} is {expr}: not a finite real number")
+        raise BlockalgError(f"expression {shown} is {expr}: not a finite real number")
     return expr
 
 
-def _build(node, text) -> sp.Expr:
+def _check_size(root, shown) -> None:
+    """At most MAX_EXPRESSION_NODES syntax nodes, nested at most MAX_EXPRESSION_DEPTH deep."""
+    stack, count = [(root, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_EXPRESSION_NODES or depth > MAX_EXPRESSION_DEPTH:
+            raise BlockalgError(f"expression {shown}: more than {MAX_EXPRESSION_NODES} terms or "
+                                f"nested deeper than {MAX_EXPRESSION_DEPTH}")
+        stack += [(child, depth + 1) for child in ast.iter_child_nodes(node)
+                  if not isinstance(child, (ast.operator, ast.unaryop, ast.expr_context))]
+
+
+def _number(value, shown) -> sp.Expr:
+    if sum(_size(value)) > MAX_EXPRESSION_BITS:
+        raise BlockalgError(f"expression {shown}: the number is larger than "
+                            f"{MAX_EXPRESSION_BITS} bits")
+    return sp.Rational(value.numerator, value.denominator) if isinstance(value, Fraction) \
+        else sp.Integer(value)
+
+
+def _size(number) -> tuple[float, float]:
+    """log2 of the numerator's and of the denominator's size of an int or Fraction (rounded
+    up a little, so that they bound)."""
+    number = Fraction(number)
+    return (math.log2(abs(number.numerator)) + 1e-9 if number else 0.0,
+            math.log2(number.denominator) + 1e-9)
+
+
+def _combine(op, left, right, exponent=None) -> tuple[float, float]:
+    """Bounds (N, D) with |numerator| ≤ 2^N and denominator ≤ 2^D of ``left op right``."""
+    (n1, d1), (n2, d2) = left, right
+    if op is ast.Pow:
+        k = abs(int(exponent.p))  # a root only shrinks: bound a**(p/q) by a**p
+        return (n1 * k, d1 * k) if exponent >= 0 else (d1 * k, n1 * k)
+    if op in (ast.Add, ast.Sub):
+        return max(n1 + d2, n2 + d1) + 1, d1 + d2
+    if op is ast.Mult:
+        return n1 + n2, d1 + d2
+    return n1 + d2, d1 + n2  # division
+
+
+def _build(node, shown) -> tuple[sp.Expr, tuple[int, int]]:
+    """The expression of ``node`` and bounds on the bits of its value's numerator and
+    denominator for any dimensions up to MAX_DIMENSION, checked before each operation so that
+    no operation ever builds a number over MAX_EXPRESSION_BITS."""
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return sp.Integer(node.value) if isinstance(node.value, int) else sp.Rational(str(node.value))
+        if isinstance(node.value, float) and not math.isfinite(node.value):
+            raise BlockalgError(f"expression {shown}: {node.value} is not a finite number")
+        number = node.value if isinstance(node.value, int) else Fraction(repr(node.value))
+        return _number(number, shown), _size(number)
     if isinstance(node, ast.Name):
         if node.id not in _NAMES:
-            raise BlockalgError(f"expression {text!r}: unknown symbol '{node.id}' "
+            raise BlockalgError(f"expression {shown}: unknown symbol {quote(node.id)} "
                                 f"(known: {', '.join(_NAMES)})")
-        return _NAMES[node.id]
+        return _NAMES[node.id], (_SYMBOL_BITS, 0)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left, right = _build(node.left, text), _build(node.right, text)
-        if isinstance(node.op, ast.Pow) and right.is_number and abs(right) > MAX_EXPONENT:
-            raise BlockalgError(f"expression {text!r}: exponent {right} is too large")
+        (left, left_size), (right, right_size) = _build(node.left, shown), _build(node.right, shown)
+        if isinstance(node.op, ast.Pow):
+            if not right.is_Rational:
+                raise BlockalgError(f"expression {shown}: exponents must be rational numbers")
+            if abs(right) > MAX_EXPONENT:
+                raise BlockalgError(f"expression {shown}: exponent {right} is too large")
+            if left == 0 and right.is_negative:
+                raise BlockalgError(f"expression {shown}: division by zero")
+        if isinstance(node.op, ast.Div) and right == 0:
+            raise BlockalgError(f"expression {shown}: division by zero")
+        size = _combine(type(node.op), left_size, right_size, right)
+        if sum(size) > MAX_EXPRESSION_BITS:
+            raise BlockalgError(f"expression {shown}: its value could exceed "
+                                f"{MAX_EXPRESSION_BITS} bits; too large")
         if isinstance(node.op, ast.Div):
-            if right == 0:
-                raise BlockalgError(f"expression {text!r}: division by zero")
-            return left * right**-1
-        return _BINARY[type(node.op)](left, right)
+            return left * right**-1, size
+        return _BINARY[type(node.op)](left, right), size
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        inner = _build(node.operand, text)
-        return -inner if isinstance(node.op, ast.USub) else inner
+        inner, size = _build(node.operand, shown)
+        return (-inner if isinstance(node.op, ast.USub) else inner), size
     if isinstance(node, ast.Call):
         if isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and len(node.args) == 1 \
                 and not node.keywords:
-            return _FUNCTIONS[node.func.id](_build(node.args[0], text))
-        raise BlockalgError(f"expression {text!r}: calls are limited to sqrt(x), floor(x), ceiling(x)")
-    raise BlockalgError(f"expression {text!r}: only numbers, dimension symbols, + - * / ** and "
+            arg, (n, d) = _build(node.args[0], shown)
+            return _FUNCTIONS[node.func.id](arg), (n, d) if node.func.id == "sqrt" else (n + 1, 0)
+        raise BlockalgError(f"expression {shown}: calls are limited to sqrt(x), floor(x), ceiling(x)")
+    raise BlockalgError(f"expression {shown}: only numbers, dimension symbols, + - * / ** and "
                         f"sqrt() are allowed")
+
+
+def _values(dims) -> dict:
+    return {DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS}
 
 
 def numeric_value(text, dims) -> float:
@@ -93,23 +186,29 @@ def numeric_value(text, dims) -> float:
     2.0
     """
     expr = parse_expression(text)
-    if expr.is_number:  # most edge scales: 1
+    if expr.is_number:  # most edge scales: 1; bounded by the parser
         return float(expr)
-    expr = expr.subs({DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS})
-    if not expr.is_number:
-        raise BlockalgError(f"expression {text!r}: symbols {sorted(map(str, expr.free_symbols))} "
-                            f"have no value")
-    return float(expr)
+    missing = expr.free_symbols - set(_values(dims))
+    if missing:
+        raise BlockalgError(f"expression {quote(str(text), 60)}: symbols "
+                            f"{sorted(map(str, missing))} have no value")
+    number = magnitude.approximate(expr, _values(dims))
+    if not isinstance(number, magnitude.mpmath.mpf) or not magnitude.mpmath.isfinite(number) \
+            or abs(number) > 1e300:
+        raise BlockalgError(f"expression {quote(str(text), 60)} = {number}: not a finite real number "
+                            f"at these dimensions")
+    return float(number)
 
 
 def evaluate(expr, dims: dict[str, int], what: str = "expression", integer: bool = True):
-    """The exact value of ``expr`` at ``dims``: a Python int (or, unless ``integer``, a Rational).
+    """The exact value of ``expr`` at ``dims``: a Python int (or, unless ``integer``, a Rational);
+    an :class:`~blockalg.graphs.magnitude.Approx` when it has more than
+    :data:`~blockalg.limits.MAX_EXACT_BITS` bits (the path count of a very deep model).
 
-    Sums, products and integer powers of integers, rationals and dimension symbols, and
-    Piecewise choices between them (every count, FLOP and memory formula), are computed in Python
-    integers and fractions, without building sympy objects; anything else (``floor``, ``Max``,
-    roots) goes in one ``xreplace`` of the dimensions as sympy Integers. Either way the value is
-    exact.
+    Sums, products, powers and Piecewise choices (every count, FLOP and memory formula) are
+    computed in Python integers and fractions, without building sympy objects, and each
+    intermediate value's size is checked before it is computed, so nothing hangs; irrational
+    values (roots) go through sympy.
 
     >>> from blockalg.graphs.symbols import d_model, n_layers
     >>> evaluate(3 * d_model**2, {"d_model": 768})
@@ -119,69 +218,13 @@ def evaluate(expr, dims: dict[str, int], what: str = "expression", integer: bool
     >>> evaluate(sp.Piecewise((4**n_layers, sp.Eq(d_model, 768)), (0, True)), {"d_model": 768, "n_layers": 2})
     16
     """
-    expr, values = sp.sympify(expr), {DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS}
     try:
-        value = _exact(expr, values)
-    except _NotArithmetic:
-        value = expr.xreplace({s: sp.Integer(v) for s, v in values.items()})
-        value = int(value) if value.is_Integer else value
-    else:
-        value = value.numerator if value.denominator == 1 else sp.Rational(value.numerator,
-                                                                           value.denominator)
-    if isinstance(value, int):
+        value = magnitude.value(expr, _values(dims))
+    except BlockalgError as e:
+        raise BlockalgError(f"{what}: {e}") from None
+    if isinstance(value, (int, magnitude.Approx)):
         return value
-    if not integer and isinstance(value, sp.Rational):
-        return value
+    if not integer and isinstance(value, Fraction):
+        return sp.Rational(value.numerator, value.denominator)
     raise BlockalgError(f"{what} = {value} is not {'an integer' if integer else 'a rational'} "
                         f"at these dimensions")
-
-
-class _NotArithmetic(Exception):
-    """An expression :func:`_exact` leaves to sympy."""
-
-
-def _exact(expr, values) -> Fraction:
-    """``expr`` at ``values`` (symbol -> int) as a Fraction, for +, ·, integer powers."""
-    if expr.is_Symbol:
-        if expr not in values:
-            raise _NotArithmetic
-        return Fraction(values[expr])
-    if expr.is_Rational:
-        return Fraction(int(expr.p), int(expr.q))
-    if expr.is_Add:
-        return sum((_exact(arg, values) for arg in expr.args), Fraction(0))
-    if expr.is_Mul:
-        product = Fraction(1)
-        for arg in expr.args:
-            product *= _exact(arg, values)
-        return product
-    if expr.is_Pow:
-        base, exponent = _exact(expr.base, values), _exact(expr.exp, values)
-        if exponent.denominator != 1 or (base == 0 and exponent < 0):
-            raise _NotArithmetic  # a root, or sympy's zoo: let sympy say
-        return base ** exponent.numerator
-    if expr.is_Piecewise:
-        piece = next((piece for piece, condition in expr.args if _holds(condition, values)), None)
-        if piece is None:
-            raise _NotArithmetic  # no condition holds: sympy's nan
-        return _exact(piece, values)
-    raise _NotArithmetic
-
-
-_RELATIONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-              ">": operator.gt, ">=": operator.ge}
-
-
-def _holds(condition, values) -> bool:
-    """Whether a Piecewise condition (relations of exact values, And, Or, Not) holds."""
-    if condition is sp.true or condition is sp.false:
-        return bool(condition)
-    if isinstance(condition, sp.And):
-        return all(_holds(c, values) for c in condition.args)
-    if isinstance(condition, sp.Or):
-        return any(_holds(c, values) for c in condition.args)
-    if isinstance(condition, sp.Not):
-        return not _holds(condition.args[0], values)
-    if condition.is_Relational and condition.rel_op in _RELATIONS:
-        return _RELATIONS[condition.rel_op](_exact(condition.lhs, values), _exact(condition.rhs, values))
-    raise _NotArithmetic

@@ -38,7 +38,15 @@ from dataclasses import dataclass
 import networkx as nx
 import sympy as sp
 
-from ..errors import BlockalgError
+from ..errors import BlockalgError, quote
+from ..limits import (
+    MAX_BLOCK_EDGES,
+    MAX_BLOCK_NODES,
+    MAX_DIMENSION,
+    MAX_SEGMENTS,
+    MAX_STREAMS,
+)
+from . import magnitude
 from .expr import parse_expression
 from .ops import INPUT, NORM, OUTPUT, OpKind, get_op
 from .symbols import DIMENSIONS, d_model, n_layers
@@ -114,6 +122,10 @@ def validate_block(graph, head: bool = False) -> nx.DiGraph:
     if graph.graph.get("segments"):
         return _validate_stack(graph)
     name = graph.graph.get("name", "block")
+    if graph.number_of_nodes() > MAX_BLOCK_NODES or graph.number_of_edges() > MAX_BLOCK_EDGES:
+        raise BlockalgError(f"block {quote(name)} has {graph.number_of_nodes()} nodes and "
+                            f"{graph.number_of_edges()} edges; at most {MAX_BLOCK_NODES} and "
+                            f"{MAX_BLOCK_EDGES}")
     for node, data in graph.nodes(data=True):
         _check_node(node, data)
     _check_endpoints(graph, head)
@@ -123,7 +135,7 @@ def validate_block(graph, head: bool = False) -> nx.DiGraph:
         cycle = None
     if cycle:
         path = " → ".join([str(u) for u, _ in cycle] + [str(cycle[0][0])])
-        raise BlockalgError(f"block '{name}' has a cycle: {path}")
+        raise BlockalgError(f"block {quote(name)} has a cycle: {path}")
     for node, data in graph.nodes(data=True):
         _check_arity(graph, node, get_op(data["op"]))
     for u, v in graph.edges:
@@ -131,7 +143,7 @@ def validate_block(graph, head: bool = False) -> nx.DiGraph:
     for u, v, data in graph.edges(data=True):
         for key in data:
             if key != "scale":
-                raise BlockalgError(f"edge {u} → {v}: unknown attribute '{key}' (known: scale)")
+                raise BlockalgError(f"edge {u} → {v}: unknown attribute {quote(key)} (known: scale)")
         if "scale" in data:
             try:
                 parse_expression(data["scale"])
@@ -142,34 +154,51 @@ def validate_block(graph, head: bool = False) -> nx.DiGraph:
     return graph
 
 
+#: The layer counts at which a stack's segments are checked: every L up to 64, and some beyond.
+STACK_CHECK_LAYERS = (*range(1, 65), 100, 1000, 4099, 10**6, 2**31 - 1, 10**12 + 39, MAX_DIMENSION)
+
+
 def _validate_stack(graph) -> nx.DiGraph:
-    """A stack: no nodes of its own, segments of valid blocks whose layer counts sum to L."""
+    """A stack: no nodes of its own, segments of valid blocks whose layer counts are whole,
+    non-negative numbers summing to L (checked at every L up to 64 and at a few larger L,
+    each value computed exactly: an expression's size is bounded when it is parsed)."""
     if graph.number_of_nodes():
         raise BlockalgError("a stack holds 'segments' and no nodes of its own")
-    if len(model_streams(graph)) > 1:
+    streams = graph.graph.get("streams")
+    if streams is not None and (not isinstance(streams, dict) or len(streams) > 1):
         raise BlockalgError("a stack of blocks with several streams is not supported")
-    total = sp.Integer(0)
-    for i, segment in enumerate(graph.graph["segments"]):
+    spec = graph.graph["segments"]
+    if not isinstance(spec, list) or len(spec) > MAX_SEGMENTS:
+        raise BlockalgError(f"'segments' must be a list of at most {MAX_SEGMENTS} segments")
+    counts = []
+    for i, segment in enumerate(spec):
         if not isinstance(segment, dict) or set(segment) != {"block", "layers"}:
             raise BlockalgError(f"segment {i}: expected {{'block': ..., 'layers': ...}}")
         try:
             layers = parse_expression(segment["layers"])
-            for depth in range(1, 65):  # a count must be a whole, non-negative number of blocks
-                value = layers.subs(n_layers, depth)
-                if not value.is_Integer or value < 0:
-                    raise BlockalgError(f"layers = {segment['layers']} is {value} at L = {depth}; "
-                                        f"it must be a non-negative integer at every L")
-            total += layers
+            counts.append([_segment_count(layers, segment["layers"], depth)
+                           for depth in STACK_CHECK_LAYERS])
             block = segment["block"]
             if not isinstance(block, nx.DiGraph) or block.graph.get("segments"):
                 raise BlockalgError("'block' must be a block graph (not a stack)")
             validate_block(block)
         except BlockalgError as e:
             raise BlockalgError(f"segment {i}: {e}") from None
-    if sp.simplify(total - n_layers) != 0:
-        raise BlockalgError(f"segments cover {total} layers, not n_layers")
+    for depth, total in zip(STACK_CHECK_LAYERS, map(sum, zip(*counts))):
+        if total != depth:
+            raise BlockalgError(f"segments cover {total} layers at L = {depth}, not L")
     _check_model_attributes(graph)
     return graph
+
+
+def _segment_count(layers, text, depth: int) -> int:
+    """The number of blocks ``layers`` gives at L = ``depth``, which must be a whole,
+    non-negative number."""
+    value = magnitude.value(layers, {n_layers: depth})
+    if not isinstance(value, int) or value < 0:
+        raise BlockalgError(f"layers = {quote(str(text), 60)} is {value} at L = {depth}; it must be "
+                            f"a non-negative integer at every L")
+    return value
 
 
 #: Attribute names of torch modules and of blockalg's Block: a node cannot be called so, since
@@ -191,23 +220,23 @@ def _check_node(node, data) -> None:
     if not isinstance(node, str) or not _NODE_NAME.match(node):
         raise BlockalgError(f"node {node!r}: names must be identifiers (letters, digits, _)")
     if node in RESERVED_NODE_NAMES:
-        raise BlockalgError(f"node '{node}': the name is taken by torch modules; choose another")
+        raise BlockalgError(f"node {quote(node)}: the name is taken by torch modules; choose another")
     if "op" not in data:
-        raise BlockalgError(f"node '{node}' has no 'op' attribute")
+        raise BlockalgError(f"node {quote(node)} has no 'op' attribute")
     try:
         op = get_op(data["op"])
     except BlockalgError as e:
-        raise BlockalgError(f"node '{node}': {e}") from None
+        raise BlockalgError(f"node {quote(node)}: {e}") from None
     if not op.in_block:
-        raise BlockalgError(f"node '{node}': op '{op.name}' belongs to the model, not inside a block")
-    _check_attributes(f"node '{node}' ({op.name})", op, {k: v for k, v in data.items() if k != "op"})
+        raise BlockalgError(f"node {quote(node)}: op '{op.name}' belongs to the model, not inside a block")
+    _check_attributes(f"node {quote(node)} ({op.name})", op, {k: v for k, v in data.items() if k != "op"})
 
 
 def _check_attributes(where: str, op: OpKind, attrs: dict) -> None:
     for key, value in attrs.items():
         if key not in op.attributes:
             known = ", ".join(op.attributes) or "none"
-            raise BlockalgError(f"{where}: unknown attribute '{key}' (known: {known})")
+            raise BlockalgError(f"{where}: unknown attribute {quote(key)} (known: {known})")
         kind = op.attributes[key][1]
         if kind == "expression":
             try:
@@ -215,10 +244,11 @@ def _check_attributes(where: str, op: OpKind, attrs: dict) -> None:
             except BlockalgError as e:
                 raise BlockalgError(f"{where}: {key}: {e}") from None
         elif isinstance(kind, tuple):
-            if value not in kind:
-                raise BlockalgError(f"{where}: {key} = {value!r} is not one of {list(kind)}")
+            if not any(value is allowed or (type(value) is type(allowed) and value == allowed)
+                       for allowed in kind):
+                raise BlockalgError(f"{where}: {key} = {quote(value, 60)} is not one of {list(kind)}")
         elif type(value) is not kind:
-            raise BlockalgError(f"{where}: {key} = {value!r} must be a {kind.__name__}")
+            raise BlockalgError(f"{where}: {key} = {quote(value, 60)} must be a {kind.__name__}")
 
 
 def _check_endpoints(graph, head: bool = False) -> None:
@@ -271,10 +301,13 @@ def _check_shapes(graph, u, v) -> None:
 
 def _check_streams(graph) -> None:
     streams, head = model_streams(graph), graph.graph.get("head")
-    if not isinstance(streams, dict) or any(v not in STREAM_INITS for v in streams.values()) \
+    if not isinstance(streams, dict) or any(not isinstance(v, str) or v not in STREAM_INITS
+                                            for v in streams.values()) \
             or "embedding" not in streams.values():
-        raise BlockalgError(f"streams = {streams!r}: a mapping of stream to one of "
+        raise BlockalgError(f"streams = {quote(streams, 60)}: a mapping of stream to one of "
                             f"{list(STREAM_INITS)}, with at least one 'embedding'")
+    if len(streams) > MAX_STREAMS:
+        raise BlockalgError(f"{len(streams)} streams: a model carries at most {MAX_STREAMS}")
     if len(streams) > 1 and head is None:
         raise BlockalgError("a model of several streams needs a 'head' combining them")
     if head is not None:
@@ -305,26 +338,31 @@ def _check_relations(relations) -> None:
         raise BlockalgError("relations must map a dimension to an expression")
     for name, text in relations.items():
         if name not in DIMENSIONS:
-            raise BlockalgError(f"relations: unknown dimension '{name}' (known: {', '.join(DIMENSIONS)})")
+            raise BlockalgError(f"relations: unknown dimension {quote(name, 60)} "
+                                f"(known: {', '.join(DIMENSIONS)})")
         try:
             expr = parse_expression(text)
         except BlockalgError as e:
             raise BlockalgError(f"relations: {name}: {e}") from None
         if DIMENSIONS[name] in expr.free_symbols:
-            raise BlockalgError(f"relations: {name} = {text} refers to {name} itself")
+            raise BlockalgError(f"relations: {name} = {quote(text, 60)} refers to {name} itself")
 
 
 def _check_model_attributes(graph) -> None:
     unknown = sorted(set(graph.graph) - GRAPH_KEYS)
     if unknown:
-        raise BlockalgError(f"unknown graph attribute '{unknown[0]}' (known: {', '.join(sorted(GRAPH_KEYS))})")
+        raise BlockalgError(f"unknown graph attribute {quote(unknown[0])} "
+                            f"(known: {', '.join(sorted(GRAPH_KEYS))})")
     if not isinstance(graph.graph.get("name", ""), str):
-        raise BlockalgError(f"name = {graph.graph['name']!r} must be a string")
+        raise BlockalgError(f"name = {quote(graph.graph['name'], 60)} must be a string")
     _check_relations(graph.graph.get("relations"))
     for key in ("notes", "equations"):
         lines = graph.graph.get(key, [])
         if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
-            raise BlockalgError(f"{key} must be a list of strings")
+            raise BlockalgError(f"{key} = {quote(lines, 60)} must be a list of strings")
+    for key in ("reference", "source"):
+        if not isinstance(graph.graph.get(key, ""), str):
+            raise BlockalgError(f"{key} = {quote(graph.graph[key], 60)} must be a string")
     _check_streams(graph)
     final = final_norm(graph)
     if final is not None:
@@ -334,15 +372,20 @@ def _check_model_attributes(graph) -> None:
         _check_attributes(f"final_norm ({op.name})", op, attrs)
         if op.in_width(op.with_defaults(attrs)) != d_model:
             raise BlockalgError("final_norm: it normalises the stream, its width is d_model")
-    if graph.graph.get("positions", "learned") not in POSITIONS:
-        raise BlockalgError(f"positions = {graph.graph['positions']!r} is not one of {list(POSITIONS)}")
+    if not isinstance(graph.graph.get("positions", "learned"), str) or \
+            graph.graph.get("positions", "learned") not in POSITIONS:
+        raise BlockalgError(f"positions = {quote(graph.graph['positions'], 60)} is not one of "
+                            f"{list(POSITIONS)}")
     offset = graph.graph.get("position_offset", 0)
-    if type(offset) is not int or offset < 0:
-        raise BlockalgError(f"position_offset = {offset!r} must be a non-negative integer")
+    if type(offset) is not int or not 0 <= offset <= MAX_DIMENSION:
+        raise BlockalgError(f"position_offset = {quote(offset, 60)} must be an integer from 0 to "
+                            f"2**63 - 1")
     if not isinstance(graph.graph.get("tied_embeddings", True), bool):
         raise BlockalgError("tied_embeddings must be true or false")
-    if graph.graph.get("init", "gpt2") not in INIT_SCHEMES:
-        raise BlockalgError(f"init = {graph.graph['init']!r} is not one of {list(INIT_SCHEMES)}")
+    if not isinstance(graph.graph.get("init", "gpt2"), str) or \
+            graph.graph.get("init", "gpt2") not in INIT_SCHEMES:
+        raise BlockalgError(f"init = {quote(graph.graph['init'], 60)} is not one of "
+                            f"{list(INIT_SCHEMES)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +400,8 @@ def final_norm(graph) -> tuple[OpKind, dict] | None:
     if isinstance(spec, str):
         spec = {"op": spec}
     if not isinstance(spec, dict) or "op" not in spec:
-        raise BlockalgError(f"final_norm = {spec!r}: expected null, an op name or {{'op': ...}}")
+        raise BlockalgError(f"final_norm = {quote(spec, 60)}: expected null, an op name or "
+                            f"{{'op': ...}}")
     try:
         op = get_op(spec["op"])
     except BlockalgError as e:

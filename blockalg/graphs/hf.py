@@ -16,14 +16,14 @@ fields left at their defaults; the readers below use the same defaults.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import networkx as nx
 
-from ..errors import BlockalgError
+from ..errors import BlockalgError, escape_line, quote
+from ..files import read_json
+from ..limits import MAX_DIMENSION
 from .graph import BlockBuilder
 from .presets import resolve_dims
 from .variants import output_norm_block, post_norm_block, pre_norm_block
@@ -82,7 +82,8 @@ def from_hf_config(config, **overrides) -> HFModel:
                             f"(supported: {', '.join(supported_model_types())})")
     reader = _Reader(cfg)
     graph, base = _ARCHITECTURES[model_type](reader)
-    graph.graph["name"] = cfg.get("_name_or_path") or model_type
+    name = cfg.get("_name_or_path")
+    graph.graph["name"] = name if isinstance(name, str) and name.strip() else model_type
     try:
         dims = resolve_dims(base, overrides)
     except BlockalgError as e:
@@ -95,16 +96,23 @@ def _as_dict(config) -> dict:
         return dict(config)
     if hasattr(config, "to_dict"):
         return config.to_dict()
-    path = Path(config)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise BlockalgError(f"{path}: cannot read ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise BlockalgError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(config)
     if not isinstance(data, dict):
-        raise BlockalgError(f"{path}: a config.json holds an object")
+        raise BlockalgError(f"{quote(str(config))}: a config.json holds an object")
     return data
+
+
+#: Config fields that are dimensions (positive integers up to 2**63 - 1) and flags (true/false),
+#: checked when read so that a wrong type is named, not met later as a TypeError.
+DIMENSION_FIELDS = {
+    "n_embd", "hidden_size", "n_head", "n_layer", "n_positions", "n_inner", "num_attention_heads",
+    "num_hidden_layers", "max_position_embeddings", "intermediate_size", "vocab_size",
+    "num_key_value_heads", "head_dim", "num_local_experts", "num_experts_per_tok",
+    "word_embed_proj_dim", "ffn_hidden_size", "num_kv_heads", "num_ln_in_parallel_attn"}
+FLAG_FIELDS = {
+    "add_cross_attention", "tie_word_embeddings", "attention_bias", "use_parallel_residual",
+    "mlp_bias", "layer_norm_elementwise_affine", "do_layer_norm_before", "_remove_final_layer_norm",
+    "enable_bias", "alibi", "new_decoder_architecture", "multi_query", "parallel_attn", "bias"}
 
 
 class _Reader:
@@ -118,10 +126,18 @@ class _Reader:
         for name in names:
             if name in self.cfg and self.cfg[name] is not None:
                 self.used.add(name)
-                return self.cfg[name]
+                return self._checked(name, self.cfg[name])
         if default is ...:
-            raise BlockalgError(f"config has no '{names[0]}'")
+            raise BlockalgError(f"{self.cfg.get('model_type')} config has no {quote(names[0])}")
         return default
+
+    def _checked(self, name: str, value):
+        where = f"{self.cfg.get('model_type')} config: {name} = {quote(value, 60)}"
+        if name in DIMENSION_FIELDS and (type(value) is not int or not 0 < value <= MAX_DIMENSION):
+            raise BlockalgError(f"{where}: expected a positive integer up to 2**63 - 1")
+        if name in FLAG_FIELDS and type(value) is not bool:
+            raise BlockalgError(f"{where}: expected true or false")
+        return value
 
     def note(self, name: str, why: str) -> None:
         """A field present in the config whose effect blockalg does not model."""
@@ -136,8 +152,8 @@ class _Reader:
         unknown = sorted(k for k, v in self.cfg.items() if k not in self.used and k not in IRRELEVANT
                          and k not in self.ignored and not k.startswith("_")
                          and v is not None and v is not False)
-        return [f"{k}: {why}" for k, why in sorted(self.ignored.items())] + \
-            [f"{k}: not read by blockalg" for k in unknown]
+        return [escape_line(f"{k}: {why}") for k, why in sorted(self.ignored.items())] + \
+            [f"{quote(k, 60) if not k.isprintable() else k}: not read by blockalg" for k in unknown]
 
 
 def _dims(r: _Reader, *, d_model, n_heads, n_layers, n_ctx, d_ff, n_kv_heads=None, d_head=None,

@@ -60,7 +60,7 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-from ..errors import BlockalgError
+from ..errors import BlockalgError, quote
 from .symbols import (
     batch,
     d_ff,
@@ -275,10 +275,9 @@ def get_op(name: str) -> OpKind:
     >>> get_op("attention").role
     'attention'
     """
-    try:
+    if isinstance(name, str) and name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise BlockalgError(f"unknown op '{name}' (known: {', '.join(op_names())})") from None
+    raise BlockalgError(f"unknown op {quote(name, 60)} (known: {', '.join(op_names())})")
 
 
 def op_names(in_block: bool | None = None) -> list[str]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..errors import BlockalgError
+from ..errors import BlockalgError, quote
+from ..limits import MAX_DIMENSION
 from .symbols import DIMENSIONS
 
 DEFAULT_PRESET = "gpt2-small"
@@ -51,7 +52,7 @@ def resolve_dims(preset=DEFAULT_PRESET, overrides: Mapping[str, int] | None = No
     overrides = dict(overrides or {})
     for name in [*base, *overrides]:
         if name not in SETTABLE:
-            raise BlockalgError(f"unknown dimension '{name}' (known: {', '.join(SETTABLE)})")
+            raise BlockalgError(f"unknown dimension {quote(name)} (known: {', '.join(SETTABLE)})")
     given = {**base, **overrides}
     for name, value in given.items():
         _check_positive(name, value)
@@ -72,8 +73,9 @@ def resolve_dims(preset=DEFAULT_PRESET, overrides: Mapping[str, int] | None = No
 
 
 def _check_positive(name: str, value) -> None:
-    if type(value) is not int or value <= 0:
-        raise BlockalgError(f"{name} = {value!r}: dimensions are positive integers")
+    if type(value) is not int or not 0 < value <= MAX_DIMENSION:
+        raise BlockalgError(f"{name} = {quote(value, 60)}: dimensions are positive integers up "
+                            f"to 2**63 - 1 (what the device's int64 holds)")
 
 
 def parse_assignments(items) -> dict[str, int]:
@@ -85,16 +87,17 @@ def parse_assignments(items) -> dict[str, int]:
     result = {}
     for item in items:
         name, sep, value = item.partition("=")
-        name = name.strip()
+        name, digits = name.strip(), value.strip().replace("_", "")
         if not sep or not name:
-            raise BlockalgError(f"--set {item!r}: expected NAME=VALUE")
+            raise BlockalgError(f"--set {quote(item, 60)}: expected NAME=VALUE")
         if name not in SETTABLE:
-            raise BlockalgError(f"--set {item}: unknown dimension '{name}' (known: {', '.join(SETTABLE)})")
-        try:
-            number = int(value.strip().replace("_", ""))
-        except ValueError:
-            raise BlockalgError(f"--set {item}: '{value}' is not an integer") from None
-        if number <= 0:
-            raise BlockalgError(f"--set {item}: dimensions are positive integers")
+            raise BlockalgError(f"--set {quote(item, 60)}: unknown dimension {quote(name, 60)} "
+                                f"(known: {', '.join(SETTABLE)})")
+        if not digits.isascii() or not digits.lstrip("+-").isdigit():
+            raise BlockalgError(f"--set {quote(item, 60)}: {quote(value, 60)} is not an integer")
+        number = int(digits) if len(digits) <= 40 else MAX_DIMENSION + 1
+        if not 0 < number <= MAX_DIMENSION:
+            raise BlockalgError(f"--set {quote(item, 60)}: dimensions are positive integers "
+                                f"up to 2**63 - 1 (what the device's int64 holds)")
         result[name] = number
     return result

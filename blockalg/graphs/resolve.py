@@ -12,9 +12,10 @@ dimension dict or keyword overrides; :func:`resolve` turns any of these into ``(
 from __future__ import annotations
 
 import networkx as nx
-import sympy as sp
 
-from ..errors import BlockalgError
+from ..errors import BlockalgError, quote
+from ..limits import MAX_DIMENSION
+from . import magnitude
 from .expr import parse_expression
 from .presets import DEFAULT_PRESET, resolve_dims
 from .symbols import DIMENSIONS
@@ -48,10 +49,10 @@ def apply_relations(graph, dims: dict) -> dict:
         return dims
     dims = dict(dims)
     for name, text in relations.items():
-        value = parse_expression(text).xreplace({DIMENSIONS[k]: sp.Integer(v) for k, v in dims.items()
-                                                 if k in DIMENSIONS})
-        if not value.is_Integer or value <= 0:
-            raise BlockalgError(f"relation {name} = {text} is {value} at these dimensions, not a "
-                                f"positive integer")
-        dims[name] = int(value)
+        value = magnitude.value(parse_expression(text), {DIMENSIONS[k]: v for k, v in dims.items()
+                                                         if k in DIMENSIONS})
+        if not isinstance(value, int) or not 0 < value <= MAX_DIMENSION:
+            raise BlockalgError(f"relation {name} = {quote(text, 60)} is {value} at these "
+                                f"dimensions, not a positive integer up to 2**63 - 1")
+        dims[name] = value
     return dims

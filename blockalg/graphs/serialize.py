@@ -13,8 +13,9 @@ from pathlib import Path
 
 import networkx as nx
 
-from ..errors import BlockalgError
-from ..files import write_atomic
+from ..errors import BlockalgError, quote
+from ..files import read_json, write_atomic
+from ..limits import MAX_BLOCK_EDGES, MAX_BLOCK_NODES
 from .graph import MODEL_DEFAULTS, BlockGraph, validate_block
 
 
@@ -44,30 +45,58 @@ def save_block(graph, path) -> None:
 def load_block(path) -> nx.DiGraph:
     """Read and validate a block from a node-link JSON file (``edges`` or the older ``links`` key).
 
-    The file's name (without suffix) names the block when the file does not.
+    The file's name (without suffix) names the block when the file does not. The file is read
+    within the limits of :func:`blockalg.files.read_json` (size, nesting, integer digits).
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise BlockalgError(f"{path}: cannot read ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BlockalgError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)
     try:
         return validate_block(block_from_data(data, default_name=path.stem))
     except BlockalgError as e:
-        raise BlockalgError(f"{path}: {e}") from None
+        raise BlockalgError(f"{quote(str(path))}: {e}") from None
 
 
 def block_from_data(data, default_name: str = "block") -> nx.DiGraph:
-    """A block graph from node-link data (a dict), before validation."""
+    """A block graph from node-link data (a dict), before validation.
+
+    The shape is checked here, so that nothing a file holds reaches networkx unchecked: nodes
+    are objects with a string ``id`` given once, edges objects whose ``source`` and ``target``
+    name nodes, at most :data:`~blockalg.limits.MAX_BLOCK_NODES` nodes and
+    :data:`~blockalg.limits.MAX_BLOCK_EDGES` edges.
+    """
     if not isinstance(data, dict) or "nodes" not in data:
         raise BlockalgError("not a node-link graph (expected an object with 'nodes' and 'edges')")
     edges_key = "links" if "links" in data and "edges" not in data else "edges"
-    try:
-        graph = BlockGraph(nx.node_link_graph(data, directed=True, multigraph=False, edges=edges_key))
-    except (KeyError, TypeError, nx.NetworkXError) as e:
-        raise BlockalgError(f"malformed node-link data ({type(e).__name__}: {e})") from None
+    nodes, edges, attributes = data["nodes"], data.get(edges_key, []), data.get("graph", {})
+    if data.get("directed", True) is not True or data.get("multigraph", False) is not False:
+        raise BlockalgError("a block is a directed graph without parallel edges "
+                            "('directed': true, 'multigraph': false)")
+    for key, value, kind in (("nodes", nodes, list), (edges_key, edges, list),
+                             ("graph", attributes, dict)):
+        if not isinstance(value, kind):
+            raise BlockalgError(f"{quote(key)} must be a JSON {'array' if kind is list else 'object'}")
+    if len(nodes) > MAX_BLOCK_NODES or len(edges) > MAX_BLOCK_EDGES:
+        raise BlockalgError(f"{len(nodes)} nodes and {len(edges)} edges: a block has at most "
+                            f"{MAX_BLOCK_NODES} nodes and {MAX_BLOCK_EDGES} edges")
+    graph = BlockGraph()
+    graph.graph.update(attributes)
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict) or not isinstance(node.get("id"), str):
+            raise BlockalgError(f"node {i}: expected an object with a string 'id', got {quote(node, 60)}")
+        if node["id"] in graph:
+            raise BlockalgError(f"node {quote(node['id'])} is defined twice")
+        graph.add_node(node["id"], **{k: v for k, v in node.items() if k != "id"})
+    for i, edge in enumerate(edges):
+        if not isinstance(edge, dict) or not all(isinstance(edge.get(k), str) for k in ("source", "target")):
+            raise BlockalgError(f"edge {i}: expected an object with string 'source' and 'target', "
+                                f"got {quote(edge, 60)}")
+        u, v = edge["source"], edge["target"]
+        for end in (u, v):
+            if end not in graph:
+                raise BlockalgError(f"edge {quote(u)} → {quote(v)}: no node {quote(end)}")
+        if graph.has_edge(u, v):
+            raise BlockalgError(f"edge {quote(u)} → {quote(v)} is listed twice")
+        graph.add_edge(u, v, **{k: x for k, x in edge.items() if k not in ("source", "target")})
     graph.graph.setdefault("name", default_name)
     for key, value in MODEL_DEFAULTS.items():
         graph.graph.setdefault(key, value)

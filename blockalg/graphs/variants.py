@@ -20,7 +20,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from ..errors import BlockalgError
+from ..errors import BlockalgError, quote
 from .graph import BlockBuilder, stack
 from .serialize import load_block
 
@@ -90,7 +90,8 @@ def lookup(name: str) -> Variant:
         return _CATALOG[_key(name)]
     except KeyError:
         known = ", ".join(v.name for v in catalog())
-        raise BlockalgError(f"unknown variant '{name}' (known: {known}; or a .json graph file)") from None
+        raise BlockalgError(f"unknown variant {quote(name, 60)} (known: {known}; or a .json graph "
+                            f"file)") from None
 
 
 #: ``path/to/file.py:Name``: a block written in PyTorch (imported by :mod:`blockalg.model.importer`,

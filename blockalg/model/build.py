@@ -25,13 +25,17 @@ Initialisation per ``init`` scheme (a graph attribute):
 
 from __future__ import annotations
 
+import contextlib
+import re
+
 import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import BlockalgError
+from ..analysis.params import leaf_params
+from ..errors import BlockalgError, escape_line
 from ..graphs.expr import evaluate, numeric_value
 from ..graphs.graph import (
     INIT_SCHEMES,
@@ -45,6 +49,7 @@ from ..graphs.graph import (
 from ..graphs.ops import INPUT, OUTPUT
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
+from ..limits import MAX_DIMENSION, MAX_TORCH_LAYERS
 from .modules import Init, init_model_, module_for
 
 
@@ -153,9 +158,10 @@ def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRES
     graph, dims = resolve(variant, preset, dims, **overrides)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise BlockalgError("--device cuda: no CUDA device is available here")
+    check_buildable(graph, dims)
     if seed is not None:
         torch.manual_seed(seed)
-    with torch.device(device):
+    with out_of_memory_is_bad_input(device), torch.device(device):
         model = GPT(graph, dims)
     scheme = init or graph.graph.get("init", "gpt2")
     if scheme not in INIT_SCHEMES:
@@ -164,3 +170,41 @@ def build_model(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRES
         init_model_(model, Init(scheme, dims["n_layers"], init_std, residual_scaling,
                                 n_tables=1 if model.wpe is None else 2))
     return model.to(dtype=dtype) if dtype is not None else model
+
+
+def check_buildable(graph, dims: dict, batch: int | None = None) -> None:
+    """Refuse, before torch sees them, a model torch could not build or index: more than
+    :data:`~blockalg.limits.MAX_TORCH_LAYERS` blocks, or a tensor (a parameter, the activations
+    of ``batch`` sequences, the attention scores) of more elements than int64 holds.
+
+    >>> from blockalg.graphs.resolve import resolve
+    >>> check_buildable(*resolve("pre-ln", "tiny", vocab=2**60))
+    Traceback (most recent call last):
+    ...
+    blockalg.errors.BlockalgError: tensor wte.weight would hold 73,786,976,294,838,206,464 elements; torch indexes at most 2**63 - 1
+    """
+    blocks = sum(evaluate(count, dims, "layers") for _, count in segments(graph))
+    if blocks > MAX_TORCH_LAYERS:
+        raise BlockalgError(f"{blocks:,} blocks: a torch model is built with at most "
+                            f"{MAX_TORCH_LAYERS:,}")
+    b, s = batch or dims["batch"], dims["seq_len"]
+    widest = max(dims["d_model"], dims["d_ff"], dims["vocab"], dims["n_experts"],
+                 (dims["n_heads"] + 2 * dims["n_kv_heads"]) * dims["d_head"])
+    sizes = {f"tensor {leaf}": evaluate(expr, dims) for leaf, expr in leaf_params(graph).items()}
+    sizes.update({"the activations": b * s * widest,
+                  "the attention scores": b * dims["n_heads"] * s * s})
+    for name, size in sizes.items():
+        if size > MAX_DIMENSION:
+            raise BlockalgError(f"{name} would hold {size:,} elements; torch indexes at most "
+                                f"2**63 - 1")
+
+
+@contextlib.contextmanager
+def out_of_memory_is_bad_input(device):
+    """Running out of memory on ``device`` is the machine's limit, not a bug: a one-line error."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, MemoryError) and not re.search(r"out of memory|can't allocate", str(e)):
+            raise
+        raise BlockalgError(f"--device {device}: out of memory ({escape_line(str(e))[:160]})") from None

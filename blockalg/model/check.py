@@ -56,7 +56,7 @@ from ..graphs.graph import edge_scale, model_nodes, segment_prefix, segments
 from ..graphs.ops import COMPONENTS, get_op, op_names
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
-from .build import Block, build_model
+from .build import Block, build_model, out_of_memory_is_bad_input
 from .measure import (  # noqa: F401 (Check, flop_counter: re-exported)
     Check,
     Factory,
@@ -81,17 +81,18 @@ def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, de
     checks too when ``memory`` gives their setting)."""
     graph, dims = resolve(variant, preset, dims, **overrides)
     model = build_model(graph, dims, device=device, seed=seed)
-    checks = [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
-              *(check_elementwise(graph, dims) if elementwise else []),
-              check_structure(graph, model), check_paths(graph, model),
-              *check_numerics(model, dims, device, seed)]
-    if getattr(graph, "factory", None) is not None:  # imported from PyTorch: measure the original
-        checks += check_original(graph, dims, device)
-    if memory is not None:
-        from .memory import check_memory
+    with out_of_memory_is_bad_input(device):
+        checks = [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
+                  *(check_elementwise(graph, dims) if elementwise else []),
+                  check_structure(graph, model), check_paths(graph, model),
+                  *check_numerics(model, dims, device, seed)]
+        if getattr(graph, "factory", None) is not None:  # imported from PyTorch: measure it too
+            checks += check_original(graph, dims, device)
+        if memory is not None:
+            from .memory import check_memory
 
-        del model  # a second model is built in the memory setting's dtype
-        checks += check_memory(graph, memory, dims, device=device, seed=seed)
+            del model  # a second model is built in the memory setting's dtype
+            checks += check_memory(graph, memory, dims, device=device, seed=seed)
     return checks
 
 

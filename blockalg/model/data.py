@@ -47,7 +47,7 @@ def data_dims(dims: dict, data: str, vocab: int | None = None) -> dict:
         if vocab < 2:
             raise BlockalgError(f"vocab = {vocab}: the synthetic chain needs at least 2 tokens")
     else:
-        raise BlockalgError(f"unknown data '{data}' (known: {', '.join(DATASETS)})")
+        raise BlockalgError(f"unknown data {data!r} (known: {', '.join(DATASETS)})")
     return resolve_dims(dims, {"vocab": vocab})
 
 

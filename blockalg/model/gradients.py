@@ -89,10 +89,17 @@ def gradient_norms(variant, dims: dict | None = None, *, preset: str = DEFAULT_P
     std of the weight init, GPT-2's 0.02 by default; ``residual_scaling``: GPT-2's 1/sqrt(2L) on
     residual projections; ``init``: another scheme than the graph's, e.g. ``"xiong"``, the
     setting of Xiong et al. 2020's Theorem 1, where those two do not apply)."""
-
-    from .build import build_model
+    from .build import check_buildable, out_of_memory_is_bad_input
 
     graph, dims = resolve(variant, preset, dims, **overrides)
+    check_buildable(graph, dims, batch)
+    with out_of_memory_is_bad_input(device):
+        return _measure(graph, dims, seeds, batch, device, init_std, residual_scaling, init)
+
+
+def _measure(graph, dims, seeds, batch, device, init_std, residual_scaling, init) -> GradientNorms:
+    from .build import build_model
+
     weights, residual, losses, stream = {}, [], [], []
     for seed in seeds:
         model = build_model(graph, dims, device=device, seed=seed, init_std=init_std,

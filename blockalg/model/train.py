@@ -263,7 +263,7 @@ def train_run(variant, dims: dict, config: RunConfig, *, world: World = World(),
     """
     import torch
 
-    from .build import build_model
+    from .build import build_model, check_buildable
 
     check_device(config.device)
     graph = resolve_graph(variant)
@@ -273,6 +273,7 @@ def train_run(variant, dims: dict, config: RunConfig, *, world: World = World(),
                             f"{corpus.vocab} (see data_dims)")
     device = world.device(config.device)
     parallel = ddp and world.size > 1
+    check_buildable(graph, dims, config.batch)
     model = build_model(graph, dims, device=device, seed=config.seed)
     trained = _wrap(model, config, world, parallel)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import textwrap
 from dataclasses import dataclass, field
+from fractions import Fraction
 
+import mpmath
 import networkx as nx
 
+from ..graphs.magnitude import Approx, long_int_text
 from ..graphs.ops import get_op
 
 FORMATS = ("table", "markdown", "latex", "csv")
@@ -279,7 +283,7 @@ def _escape_text(text: str) -> str:
     return "".join(out)
 
 
-_BIG = re.compile(r"^([+-]?)(\d)\.(\d+)e\+(\d+) \((\d+) digits\)$")
+_BIG = re.compile(r"^(≈?)([+-]?)(\d)\.(\d+)e\+(\d+) \((\d+) digits\)$")
 
 
 def latex_cell(text, thousands: str = r"\,") -> str:
@@ -295,8 +299,8 @@ def latex_cell(text, thousands: str = r"\,") -> str:
         return sign + text.lstrip("+-").replace(",", thousands)
     big = _BIG.match(text)
     if big:
-        sign, lead, frac, exponent, digits = big.groups()
-        sign = {"-": "$-$", "+": "$+$"}.get(sign, "")
+        approx, sign, lead, frac, exponent, digits = big.groups()
+        sign = ("$\\approx$" if approx else "") + {"-": "$-$", "+": "$+$"}.get(sign, "")
         return f"{sign}${lead}.{frac}\\times10^{{{exponent}}}$ ({digits} digits)"
     return latex_escape(text)
 
@@ -312,27 +316,73 @@ LONG_INT_DIGITS = 25
 def format_value(value, signed: bool = False) -> str:
     """A number for a table: ints with thousands separators (from 25 digits on, in scientific form
     with the digit count; the JSON output stays exact), rationals as ``p/q`` (a long one as its
-    value to 6 digits, with the digit counts).
+    value to 6 digits, with the digit counts), a value too large to compute exactly
+    (:class:`~blockalg.graphs.magnitude.Approx`) with ``≈``. Nothing is written out in full, so
+    a count of 100,000 digits costs no more than one of 100.
 
     >>> import sympy
     >>> format_value(1234), format_value(sympy.Rational(7, 2)), format_value(sympy.Rational(-1, 3), True)
     ('1,234', '7/2', '-1/3')
     >>> format_value(4**1000), format_value(sympy.Rational(4**100 + 1, 4**99))
     ('1.1481e+602 (603 digits)', '≈4 (61/60-digit fraction)')
+    >>> format_value(Approx(mpmath.mpf(4) ** 10**9))
+    '≈2.1280e+602059991 (602059992 digits)'
     """
+    sign = "+" if signed else ""
+    if isinstance(value, Approx):
+        digits = f" ({value.digits} digits)" if "e" in str(value) else ""
+        return f"≈{sign if value.number >= 0 else ''}{value}{digits}"
     if isinstance(value, int) or getattr(value, "is_Integer", False):
-        if abs(int(value)) >= 10**LONG_INT_DIGITS:  # a table cell, not a record: JSON keeps it exact
-            digits = str(abs(int(value)))
-            sign = "-" if value < 0 else "+" if signed else ""
-            return f"{sign}{digits[0]}.{digits[1:5]}e+{len(digits) - 1} ({len(digits)} digits)"
-        return format_int(int(value), signed)
+        value = int(value)
+        if abs(value) >= 10**LONG_INT_DIGITS:  # a table cell, not a record: JSON keeps it exact
+            digits, leading = _leading_digits(abs(value), 5)
+            sign = "-" if value < 0 else sign
+            return f"{sign}{leading[0]}.{leading[1:]}e+{digits - 1} ({digits} digits)"
+        return format_int(value, signed)
+    if isinstance(value, Fraction) or getattr(value, "is_Rational", False):
+        p, q = (value.numerator, value.denominator) if isinstance(value, Fraction) else (value.p, value.q)
+        p, q = int(p), int(q)
+        if max(abs(p), q) >= 10**LONG_INT_DIGITS:
+            # a mean over 4^1000 paths is a fraction of hundreds of digits: its value, to 6 digits
+            with mpmath.workdps(30):
+                shown = mpmath.nstr(mpmath.mpf(p) / q, 6, min_fixed=-4, max_fixed=15)
+            shown = shown[:-2] if shown.endswith(".0") else shown
+            text = f"≈{shown} ({_leading_digits(abs(p), 1)[0]}/{_leading_digits(q, 1)[0]}-digit fraction)"
+            return f"+{text}" if signed and p >= 0 else text
     text = str(value)
-    if len(text) > LONG_INT_DIGITS and getattr(value, "is_Rational", False):
-        # a mean over 4^1000 paths is a fraction of hundreds of digits: its value, to 6 digits
-        p, q = str(abs(value.p)), str(value.q)
-        text = f"≈{float(value):.6g} ({len(p)}/{len(q)}-digit fraction)"
-        return f"+{text}" if signed and value >= 0 else text
     return f"+{text}" if signed and value >= 0 else text
+
+
+def _leading_digits(number: int, count: int) -> tuple[int, str]:
+    """(digits of ``number`` > 0, its first ``count`` digits), without writing the whole number
+    in decimal (Python refuses that past 4,300 digits, and it takes quadratic time)."""
+    digits = max(1, int(number.bit_length() * 0.30102999566398120))  # log10(2): at most 1 short
+    while 10**digits <= number:
+        digits += 1
+    return digits, str(number // 10 ** max(0, digits - count))
+
+
+def json_text(data, indent: int | None = 2) -> str:
+    """``data`` as JSON. Exact integers are written in full however long (Python's 4,300-digit
+    limit on int-to-str conversion is lifted for this write); an
+    :class:`~blockalg.graphs.magnitude.Approx` becomes ``{"approx", "log10", "digits"}``;
+    fractions and other sympy numbers become strings.
+
+    >>> json_text({"count": 10**5000}, indent=None)[:12]
+    '{"count": 10'
+    """
+    with long_int_text():
+        return json.dumps(data, indent=indent, default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, Approx):
+        return value.to_json()
+    if getattr(value, "is_Integer", False):
+        return int(value)
+    if isinstance(value, Fraction) or getattr(value, "is_number", False):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 # ---------------------------------------------------------------------------------------------

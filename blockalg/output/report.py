@@ -1,7 +1,9 @@
 """Report folders: Markdown, LaTeX (booktabs), CSV, JSON and figures, written all at once.
 
 A :class:`ReportFolder` collects files in memory and :meth:`~ReportFolder.write` puts them in place
-through a temporary sibling folder and a rename, so an interrupted run never leaves half a report.
+through a staging folder beside the target and one atomic exchange (Linux ``renameat2``; elsewhere
+two renames with SIGINT/SIGTERM held back between them), so an interrupted run leaves the complete
+old folder or the complete new one, never half a report or none.
 Text files are reproducible byte for byte; :meth:`~ReportFolder.differences` lists those that
 differ from a folder on disk (the ``--check`` of CI). Figures are written but not compared
 (their bytes depend on the matplotlib and font versions).
@@ -12,17 +14,22 @@ their own folders with the same pieces.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import ctypes
+import errno
+import hashlib
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
 from functools import partial
 from pathlib import Path
 
-from ..errors import BlockalgError
-from ..files import current_umask
-from .render import Table, graph_to_mermaid, latex_escape
+from ..errors import BlockalgError, Terminated, quote
+from ..files import check_writable, current_umask, os_error
+from .render import Table, graph_to_mermaid, json_text, latex_escape
 from .tables import (
     EXPERT_DIMS,
     closed_form_table,
@@ -40,13 +47,15 @@ FIGURE_FORMATS = ("png", "svg")
 
 
 def replaceable(out) -> Path:
-    """``out`` as an absolute path, or a one-line error when it is there and blockalg did not
-    write it (a report replaces its folder as a whole). Commands call it before the work too."""
-    out = Path(out).resolve()
+    """The folder a report for ``out`` is written to, checked before any work is done (commands
+    call it first): a folder blockalg wrote, or a new or empty one (a report replaces its folder
+    as a whole); through a symbolic link only to such a folder; in a place that can be written.
+    A one-line error naming the problem otherwise."""
+    out = _target(Path(out))
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
-        raise BlockalgError(f"{out}: exists and was not written by blockalg; choose a new or "
-                            f"empty folder")
-    return out
+        raise BlockalgError(f"{quote(str(out))}: exists and was not written by blockalg; choose a "
+                            f"new or empty folder")
+    return check_writable(out, _debris(out, "new"))
 
 
 class ReportFolder:
@@ -67,7 +76,7 @@ class ReportFolder:
         return name
 
     def add_json(self, name: str, data) -> str:
-        return self.add_text(name, json.dumps(data, indent=2, sort_keys=False))
+        return self.add_text(name, json_text(data))
 
     def add_table(self, stem: str, table: Table) -> str:
         """``stem.md``, ``stem.tex`` (a captioned, labelled ``table`` float) and ``stem.csv``;
@@ -95,26 +104,25 @@ class ReportFolder:
         return f"{stem}.png"
 
     def write(self, out) -> Path:
-        """Replace the folder ``out`` with these files (temporary folder + rename)."""
+        """Replace the folder ``out`` with these files in one step, and return its path.
+
+        The files are written into a staging folder beside ``out``, which then takes ``out``'s
+        place (see :func:`replace_folder`): at every moment ``out`` is the complete old folder
+        or the complete new one. A folder that blockalg did not write is never replaced; a
+        symbolic link is followed only to a blockalg report folder.
+        """
         out = replaceable(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; a report is not
-        try:
-            (staging / MARKER).write_text("written by blockalg; the whole folder is replaced on rewrite\n")
-            for name, data in self.files.items():
-                (staging / name).parent.mkdir(parents=True, exist_ok=True)
-                (staging / name).write_bytes(data)
-            if out.exists():
-                retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-                os.replace(out, retired / out.name)
-                os.replace(staging, out)
-                shutil.rmtree(retired)
-            else:
-                os.replace(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        with _sigterm_raises():
+            try:
+                _recover(out)
+                staging = _stage(out)
+                try:
+                    _write_files(staging, {MARKER: MARKER_TEXT.encode(), **self.files})
+                    replace_folder(staging, out)
+                finally:
+                    _remove(staging)
+            except OSError as e:
+                raise os_error(out, e) from None
         return out
 
     def text_files(self) -> list[str]:
@@ -129,6 +137,157 @@ class ReportFolder:
         on_disk = {str(p.relative_to(out)) for p in out.rglob("*")
                    if p.is_file() and p.suffix in TEXT_SUFFIXES} if out.is_dir() else set()
         return sorted(differ + [n for n in on_disk - set(texts)])
+
+
+MARKER_TEXT = "written by blockalg; the whole folder is replaced on rewrite\n"
+
+
+def _debris(out: Path, kind: str) -> str:
+    """The prefix of ``out``'s staging (``new``) and retired (``old``) folders: hidden, beside it,
+    short enough for any name (a long name is cut and told apart by a hash)."""
+    name = out.name if len(out.name) <= 64 else \
+        f"{out.name[:64]}-{hashlib.sha1(out.name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    return f".{name}.{kind}-"
+
+
+def _target(out: Path) -> Path:
+    """``out``, or the report folder a symbolic link ``out`` points to; any other link is refused
+    (a dangling one would create its target, one to a file or folder elsewhere replace it)."""
+    if not out.is_symlink():
+        return out
+    target = Path(os.path.realpath(out))
+    if target.is_dir() and (target / MARKER).is_file():
+        return target
+    raise BlockalgError(f"{quote(str(out))}: a symbolic link to {quote(str(target))}, which is not "
+                        f"a blockalg report folder; give the folder itself")
+
+
+def _stage(out: Path) -> Path:
+    """A new, empty staging folder beside ``out``, with the permissions of a plain folder."""
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=_debris(out, "new")))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; a report is not
+    return staging
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+
+
+def _remove(folder: Path) -> None:
+    """Remove ``folder`` if it is there (a staging folder, or the old report after a swap)."""
+    if os.path.lexists(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _rename(source: Path, destination: Path) -> None:
+    os.rename(source, destination)
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one atomic step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``); False where the system or the file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc before 2.28, or another C library
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Put the folder ``staging`` in ``out``'s place; afterwards ``staging`` holds the old folder
+    (or nothing), for the caller to remove.
+
+    One atomic exchange where the system has one; else two renames (``out`` aside to a hidden
+    ``.out.old-*``, ``staging`` in), with SIGINT and SIGTERM held back between them. A run killed
+    outright between the two (SIGKILL, power loss) leaves the old folder as ``.out.old-*``,
+    which the next write puts back (:func:`_recover`).
+    """
+    if not os.path.lexists(out):
+        _rename(staging, out)
+        return
+    if _exchange(staging, out):
+        return
+    retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=_debris(out, "old")))
+    os.rmdir(retired)  # a unique name; the old folder moves there
+    with _signals_held():
+        _rename(out, retired)
+        try:
+            _rename(staging, out)
+        except BaseException:
+            _rename(retired, out)
+            raise
+        _rename(retired, staging)
+
+
+def _recover(out: Path) -> None:
+    """Clean up after a run that was killed while writing ``out``: if ``out`` is missing and a
+    retired copy of it is left, put it back; then remove every staging and retired folder."""
+    if not out.parent.is_dir():
+        return
+    leftovers = sorted((p for p in out.parent.iterdir()
+                        if p.name.startswith((_debris(out, "new"), _debris(out, "old")))),
+                       key=lambda p: p.lstat().st_mtime)
+    retired = [p for p in leftovers if p.name.startswith(_debris(out, "old"))
+               and (p / MARKER).is_file()]
+    if not os.path.lexists(out) and retired:
+        _rename(retired[-1], out)
+    for path in leftovers:
+        _remove(path)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM are held back inside the block and acted on at its end (as
+    KeyboardInterrupt or :class:`~blockalg.errors.Terminated`)."""
+    received = []
+    try:
+        previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are handled there, not here
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            raise Terminated(received[0]) if received[0] != signal.SIGINT else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`~blockalg.errors.Terminated` inside the block (by default it ends
+    the process on the spot), so a staging folder is removed on every signal."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals are handled there
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
 
 
 def latex_math(expr) -> str:
@@ -245,6 +404,7 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
         md += [folder.add_table(f"tables/{preset}/compare", table), ""]
         tex += [f"\\input{{tables/{preset}/compare.tex}}", ""]
         layers = dims["n_layers"]
+        detail = min(a.paths.detail_layers for a in analyses)  # a row per layer: not past it
         figures = [
             ("params", "parameters per component", partial(plots.params_by_component, analyses),
              f"Parameters per component at preset {preset} (log scale), one bar per variant, "
@@ -257,7 +417,10 @@ def variant_report(graphs, shapes, *, empirical: bool = False, thousands: str = 
             ("paths", "gradient paths",
              partial(plots.path_distribution, {a.name: a.paths for a in analyses}, layers),
              f"Gradient paths at L = {layers}: the share of paths by sublayers crossed (left) and "
-             f"the norms on the shortest path from the output back to each layer (right).")]
+             f"the norms on the shortest path from the output back to each layer (right).")
+        ][:None if layers <= detail else -1]
+        if layers > detail:
+            md += [f"(The figure of path distributions is drawn up to {detail:,} layers.)", ""]
         for stem, alt, make, caption in figures:
             png = folder.add_figure(f"figures/{preset}/{stem}", make)
             md += [f"![{alt}]({png})", ""]

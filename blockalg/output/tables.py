@@ -6,15 +6,18 @@ from __future__ import annotations
 import sympy as sp
 
 from ..analysis.paths import PATH_KEYS
+from ..analysis.terms import polynomial_text
 from ..graphs.ops import COMPONENTS
 from ..graphs.symbols import LATEX_NAMES
 from .render import Table, format_value
 
 
 def written(expr, fmt: str) -> str:
-    """An expression as LaTeX maths for latex/markdown tables, else as plain sympy text."""
-    return f"${sp.latex(expr, symbol_names=LATEX_NAMES)}$" if fmt in ("latex", "markdown") \
-        else sp.sstr(expr)
+    """An expression as LaTeX maths for latex/markdown tables, else as plain sympy text (a path
+    polynomial of many terms written straight from its terms)."""
+    if fmt in ("latex", "markdown"):
+        return f"${polynomial_text(expr, True, lambda e: sp.latex(e, symbol_names=LATEX_NAMES))}$"
+    return polynomial_text(expr)
 
 
 def number(value) -> str:
@@ -128,14 +131,10 @@ def path_table(graphs, stats, layers, fmt) -> Table:
     headers, rows = ["statistic"], []
     for g in graphs:
         headers += [g.graph["name"], "closed form"]
-    values = [st.at(layers) for st in stats]
     for key in PATH_KEYS:
         row = [key]
-        for st, v in zip(stats, values):
-            group, _, part = key.partition(".")
-            value = v[group][part] if part else v[key]
-            row += [format_value(value if isinstance(value, int) else sp.Rational(value)),
-                    written(st.expressions[key], fmt)]
+        for st in stats:
+            row += [format_value(st.value(key, layers)), written(st.expressions[key], fmt)]
         rows.append(row)
     for label, pick in (("block T(n, a, f)", lambda st: st.block),
                         ("model T**L · final", lambda st: st.generating_function),

@@ -59,7 +59,7 @@ def scale(mode: str) -> Scale:
     if mode == "quick":
         dims = resolve_dims("tiny", {"n_layers": 2, "n_ctx": 32})
         return Scale("quick", data_dims(dims, "text"), (1e-3, 1e-2), (0, 10), (0,),
-                     RunConfig(lr=1e-3, steps=40, batch=8, eval_every=20))
+                     RunConfig(lr=1e-3, steps=20, batch=8, eval_every=10))
     if mode == "gpu":
         dims = resolve_dims("tiny", {"d_model": 256, "n_heads": 8, "n_layers": 12, "n_ctx": 256,
                                      "d_ff": 1024})
@@ -349,7 +349,7 @@ def _init(grads: dict) -> str:
 
 
 def build(quick: bool = False, mode: str | None = None) -> ReportFolder:
-    """The warm-up study (quick: 2 layers, 40 steps, one seed, two learning rates)."""
+    """The warm-up study (quick: 2 layers, 20 steps, one seed, two learning rates)."""
     s = scale(mode or ("quick" if quick else "full"))
     runs = run_all(s)
     d = s.dims

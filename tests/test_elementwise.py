@@ -20,6 +20,10 @@ TINY = resolve_dims("tiny")  # d 64, 4 heads of 16, d_ff 256, 2 layers, s 64, V 
 S, D, H, FF, L = TINY["seq_len"], TINY["d_model"], TINY["n_heads"], TINY["d_ff"], TINY["n_layers"]
 
 
+# one xdist worker runs this file's tests, so its module fixture is built once
+pytestmark = pytest.mark.xdist_group("test_elementwise")
+
+
 @pytest.fixture(scope="module")
 def pre_ln():
     return count_elementwise(get("pre-ln"), TINY)

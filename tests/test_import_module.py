@@ -44,6 +44,10 @@ def factory(spec):
     return load_factory(str(ROOT / "tests" / "blocks" / spec))[0]
 
 
+# one xdist worker runs this file's tests, so its module fixture is built once
+pytestmark = pytest.mark.xdist_group("test_import_module")
+
+
 @pytest.fixture(scope="module")
 def imported():
     return {variant: from_module(factory(spec)) for variant, spec in CASES.items()}

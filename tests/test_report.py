@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT = ["report", "pre-ln", "post-ln", "--preset", "tiny", "--thousands", "thin"]
 
 
+# one xdist worker runs this file's tests, so its module fixture is built once
+pytestmark = pytest.mark.xdist_group("test_report")
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("r") / "report"

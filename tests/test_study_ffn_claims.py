@@ -16,6 +16,10 @@ from blockalg.output.report import reports_dir
 REPORTS = reports_dir()
 
 
+# one xdist worker runs this file's tests, so its module fixture is built once
+pytestmark = pytest.mark.xdist_group("test_study_ffn_claims")
+
+
 @pytest.fixture(scope="module")
 def measurements():
     return ffn_claims.measure()

@@ -18,6 +18,10 @@ from blockalg.output.report import reports_dir
 REPORTS = reports_dir()
 
 
+# one xdist worker runs this file's tests, so its module fixture is built once
+pytestmark = pytest.mark.xdist_group("test_study_flop_formulas")
+
+
 @pytest.fixture(scope="module")
 def quick():
     folder = flop_formulas.build(quick=True)

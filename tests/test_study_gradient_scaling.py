@@ -21,6 +21,10 @@ COMMITTED = reports_dir() / "gradient_scaling"
 SMALL = {**study.QUICK, "depths": (2, 4, 8, 16), "seeds": (0,)}
 
 
+# one xdist worker runs this file's tests, so its module fixture is built once
+pytestmark = pytest.mark.xdist_group("test_study_gradient_scaling")
+
+
 @pytest.fixture(scope="module")
 def small():
     return study.record(study.run_all(SMALL), SMALL)

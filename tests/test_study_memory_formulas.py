@@ -8,6 +8,10 @@ import pytest
 from blockalg.output.report import reports_dir
 
 
+# one xdist worker runs this file's tests, so its module fixture is built once
+pytestmark = pytest.mark.xdist_group("test_study_memory_formulas")
+
+
 @pytest.fixture(scope="module")
 def folder():
     return memory_formulas.build()

@@ -67,9 +67,9 @@ def relations_holding_at(dims: dict[str, int]) -> dict[sp.Symbol, sp.Expr]:
     ...                       "d_ff": 2048})
     {d_head: d_model/n_heads, n_kv_heads: n_heads}
     """
-    values = {DIMENSIONS[k]: v for k, v in dims.items() if k in DIMENSIONS}
+    values = {DIMENSIONS[k]: sp.Integer(v) for k, v in dims.items() if k in DIMENSIONS}
     holding = {}
     for symbol, relation in default_relations().items():
-        if symbol in values and relation.subs(values) == values[symbol]:
+        if symbol in values and relation.xreplace(values) == values[symbol]:
             holding[symbol] = relation
     return holding

@@ -102,17 +102,17 @@ def test_a_stack_segment_of_nested_powers_is_refused_at_once(tmp_path):
                             ("((((2**64)**64)**64)**64)**64", "could exceed 256 bits"),
                             ("floor(L/100) - floor(L/101) + L", "cover")):
         data["graph"]["segments"][1]["layers"] = layers
-        start = time.perf_counter()
+        start = time.process_time()
         assert message in one_line_error("compare", write_json(tmp_path, data))
-        assert time.perf_counter() - start < 5
+        assert time.process_time() - start < 5
 
 
 def test_nested_powers_are_refused_in_microseconds():
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(100):
         with pytest.raises(BlockalgError, match="too large"):
             parse_expression("((((((2**64)**64)**64)**64)**64)**64)")
-    assert time.perf_counter() - start < 1  # 100 refusals; the computation would not finish
+    assert time.process_time() - start < 1  # 100 refusals; the computation would not finish
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -224,10 +224,10 @@ def test_a_parallel_block_with_a_chain_of_200_norms_answers_quickly(tmp_path):
     data["edges"] += [{"source": "ln_1", "target": chain[0]}]
     data["edges"] += [{"source": u, "target": v} for u, v in zip(chain, chain[1:])]
     data["edges"] += [{"source": chain[-1], "target": t} for t in ("attn", "ffn")]
-    start = time.perf_counter()
+    start = time.process_time()
     result = run("paths", write_json(tmp_path, data), "--layers", "3", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
     paths = json.loads(result.output)["variants"][0]["paths"]
     assert paths["count"] == 3**3 and paths["longest"]["norms"] == 3 * 201 + 1
     data["nodes"] += [{"id": f"m{i}", "op": "layernorm"} for i in range(60)]

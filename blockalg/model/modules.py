@@ -467,6 +467,12 @@ class Identity(Sublayer):
 class _Table(nn.Embedding, Sublayer):
     """A lookup table, N(0, std²) (``xiong``: unit variance of the stream, :meth:`Init.table_`)."""
 
+    def reset_parameters(self):
+        # NB: on the meta device torch draws the table through its Python reference ops, half a
+        # second for GPT-3's 50,257 × 12,288 table; a meta tensor holds no values anyway.
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
     def init_(self, init):
         init.table_(self.weight)
 

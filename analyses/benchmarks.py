@@ -14,7 +14,7 @@ Figures (goal in brackets):
   and with pre-ln, post-ln and hybrid-ln [≤ 15];
 * step time on CPU: the model built from the pre-ln graph / the nanoGPT-style reference, from
   analyses/benchmark.py [≤ 1.03];
-* with ``--suite``: ``python -m pytest -q -p no:cacheprovider`` in seconds [≤ 150].
+* with ``--suite``: ``python -m pytest -p no:cacheprovider`` in seconds [≤ 150].
 
 Each process is timed as a whole (wall clock; the children's CPU time is noted beside it, since
 the machine may be shared). The two sides of a ratio run interleaved, round by round, and their
@@ -168,7 +168,7 @@ def step_time() -> Figure:
 
 def suite() -> tuple[Figure, str]:
     """The suite's figure, and its slowest tests as pytest lists them (``--durations``)."""
-    run = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"])
+    run = timed([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"])
     lines = run.stdout.splitlines()
     summary = next((line for line in reversed(lines) if " in " in line), "")
     start = next((i for i, line in enumerate(lines) if "slowest" in line), len(lines))

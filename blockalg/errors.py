@@ -7,6 +7,7 @@ like any ``ValueError``. Names that come from the user are written with :func:`q
 holding a newline cannot split the line.
 """
 
+import contextlib
 import signal
 
 
@@ -32,6 +33,28 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int = signal.SIGTERM):
         super().__init__(f"signal {signum}")
         self.signum = signum
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """Inside the block SIGTERM raises :class:`Terminated`, as Ctrl-C raises KeyboardInterrupt,
+    so that ``finally`` blocks clean up (by default SIGTERM ends the process on the spot). A
+    handler someone else installed, or one outside the main thread, is left alone."""
+    try:
+        installed = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        if installed:
+            signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals are handled there
+        installed = False
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
 
 
 def quote(value, limit: int = 200) -> str:

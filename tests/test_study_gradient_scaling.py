@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from blockalg.graphs.presets import resolve_dims
 from blockalg.model.build import build_model
 from blockalg.model.gradients import gradient_norms
 from blockalg.model.distributed import threads

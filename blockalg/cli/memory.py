@@ -51,6 +51,35 @@ def _expressions(exprs: dict, dims: dict, group: str) -> dict[str, str]:
     return {f"{group}.{key}": str(expr) for key, expr in closed_forms(exprs, dims).items()}
 
 
+def _entries(graphs, expressions_of, dims, group: str, derived=None, roofline=None) -> list[dict]:
+    """One JSON entry per graph: ``{"name", group: values at dims, "expressions"}``, the values
+    extended by ``derived(values)`` and the entry by ``"roofline": roofline(values)`` if given."""
+    from ..analysis.memory import values_at
+
+    entries = []
+    for graph in graphs:
+        exprs = expressions_of(graph)
+        values = values_at(exprs, dims)
+        values.update(derived(values) if derived else {})
+        entry = {"name": graph.graph["name"], group: values,
+                 "expressions": _expressions(exprs, dims, group)}
+        if roofline is not None:
+            entry["roofline"] = roofline(values)
+        entries.append(entry)
+    return entries
+
+
+def _echo_table(fmt, command: str, what: str, label, dims, graphs, entries, rows, notes,
+                setting: str = "") -> None:
+    """``blockalg <command>``'s table of ``rows`` for ``entries``, captioned "<what> of ..."."""
+    shape, names = dims_line(dims, graphs), [e["name"] for e in entries]
+    click.echo(render_table(Table(
+        f"blockalg {command} · preset {label}{f' · {setting}' if setting else ''} ({shape})",
+        ["quantity", *names], rows, notes=notes, label=f"tab:{command}-{label_part(label)}",
+        caption=f"{what} of {', '.join(names)} at preset {label} ({shape.replace('=', ' = ')})"
+                f"{f', {setting}' if setting else ''}. {notes[0]}"), fmt))
+
+
 def _roofline_rows(rooflines, labels) -> list[list[str]]:
     rows = []
     for key, label in labels:
@@ -84,22 +113,15 @@ def memory_command(variants, preset, assignments, hf_config, batch, seq_len, dty
     `blockalg check` measures the same figures on the built model (same options).
     """
     from ..analysis.hardware import training_roofline
-    from ..analysis.memory import memory_expressions, values_at
+    from ..analysis.memory import memory_expressions
 
     setting = Setting(dtype=dtype, optimizer=optimizer, recompute=recompute, attention=attention,
                       data_parallel=data_parallel, zero=int(zero))
     graphs, dims, label = resolve_inputs(variants, preset, _shape(assignments, batch=batch,
                                                                   seq_len=seq_len), hf_config)
     hw = resolve_hardware(hardware, hardware_spec)
-    entries = []
-    for graph in graphs:
-        exprs = memory_expressions(graph, setting)
-        values = values_at(exprs, dims)
-        entry = {"name": graph.graph["name"], "memory": values,
-                 "expressions": _expressions(exprs, dims, "memory")}
-        if hw is not None:
-            entry["roofline"] = training_roofline(values, hw, dtype)
-        entries.append(entry)
+    entries = _entries(graphs, lambda g: memory_expressions(g, setting), dims, "memory",
+                       roofline=None if hw is None else lambda values: training_roofline(values, hw, dtype))
     if fmt == "json":
         click.echo(json_text({"preset": label, "dims": dims, "setting": setting.to_dict(),
                                "hardware": hw.to_dict() if hw else None, "variants": entries},
@@ -115,13 +137,8 @@ def memory_command(variants, preset, assignments, hf_config, batch, seq_len, dty
     notes = ["Bytes per rank. Activations: what autograd keeps for backward in one step of batch "
              "sequences, loss included; peak_training = weights + gradients + optimizer + buffers "
              "+ activations + activations_recompute."]
-    shape = dims_line(dims, graphs)
-    click.echo(render_table(Table(
-        f"blockalg memory · preset {label} · {setting.describe()} ({shape})",
-        ["quantity", *(e["name"] for e in entries)], rows, notes=notes,
-        label=f"tab:memory-{label_part(label)}",
-        caption=f"Training memory of {', '.join(e['name'] for e in entries)} at preset {label} "
-                f"({shape.replace('=', ' = ')}), {setting.describe()}. {notes[0]}"), fmt))
+    _echo_table(fmt, "memory", "Training memory", label, dims, graphs, entries, rows, notes,
+                setting.describe())
 
 
 @click.command("inference")
@@ -141,24 +158,16 @@ def inference_command(variants, preset, assignments, hf_config, context, batch, 
     cache), hence its arithmetic intensity; with --hardware, roofline bounds on prefill time and
     decode tokens per second."""
     from ..analysis.hardware import inference_roofline
-    from ..analysis.memory import inference_expressions, values_at
+    from ..analysis.memory import inference_expressions
 
     setting = Setting(dtype=dtype)
     graphs, dims, label = resolve_inputs(variants, preset, _shape(assignments, seq_len=context,
                                                                   batch=batch), hf_config)
     hw = resolve_hardware(hardware, hardware_spec)
-    entries = []
-    for graph in graphs:
-        exprs = inference_expressions(graph, setting)
-        values = values_at(exprs, dims)
-        intensity = sp.Rational(values["decode_flops_per_token"], values["decode_bytes_per_token"])
-        values.update(arithmetic_intensity=float(f"{float(intensity):.6g}"),
-                      arithmetic_intensity_exact=str(intensity))
-        entry = {"name": graph.graph["name"], "inference": values,
-                 "expressions": _expressions(exprs, dims, "inference")}
-        if hw is not None:
-            entry["roofline"] = inference_roofline(values, dims["batch"], hw, dtype)
-        entries.append(entry)
+    entries = _entries(graphs, lambda g: inference_expressions(g, setting), dims, "inference",
+                       derived=_intensity,
+                       roofline=None if hw is None else
+                       lambda values: inference_roofline(values, dims["batch"], hw, dtype))
     if fmt == "json":
         click.echo(json_text({"preset": label, "dims": dims, "dtype": dtype,
                                "context": dims["seq_len"], "position": dims["seq_len"] - 1,
@@ -180,9 +189,11 @@ def inference_command(variants, preset, assignments, hf_config, context, batch, 
     notes = [f"Context {dims['seq_len']} tokens, batch {dims['batch']}, {dtype}; decode: one step "
              f"of the batch at position {dims['seq_len'] - 1}, reading every weight it uses and "
              "the whole cache; matmul FLOPs."]
-    shape = dims_line(dims, graphs)
-    click.echo(render_table(Table(
-        f"blockalg inference · preset {label} ({shape})", ["quantity", *(e["name"] for e in entries)],
-        rows, notes=notes, label=f"tab:inference-{label_part(label)}",
-        caption=f"Inference costs of {', '.join(e['name'] for e in entries)} at preset {label} "
-                f"({shape.replace('=', ' = ')}). {notes[0]}"), fmt))
+    _echo_table(fmt, "inference", "Inference costs", label, dims, graphs, entries, rows, notes)
+
+
+def _intensity(values) -> dict:
+    """Decode FLOPs per byte read: rounded for reading, and exact."""
+    intensity = sp.Rational(values["decode_flops_per_token"], values["decode_bytes_per_token"])
+    return {"arithmetic_intensity": float(f"{float(intensity):.6g}"),
+            "arithmetic_intensity_exact": str(intensity)}

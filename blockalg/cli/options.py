@@ -15,7 +15,7 @@ import traceback
 
 import click
 
-from ..errors import BlockalgError, Terminated, escape_line, quote
+from ..errors import BlockalgError, escape_line, quote, sigterm_raises
 from ..graphs.presets import (
     DEFAULT_PRESET,
     parse_assignments,
@@ -53,7 +53,7 @@ def run_command(command, args=None, prog_name=None, say=None) -> int:
     end = args.index("--") if "--" in args else len(args)
     debug = "--debug" in args[:end] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     args = [arg for i, arg in enumerate(args) if i >= end or arg != "--debug"]
-    with _sigterm_raises():
+    with sigterm_raises():
         try:
             rv = command.main(args, prog_name=prog_name, standalone_mode=False)
         except click.ClickException as e:
@@ -82,24 +82,6 @@ def run_command(command, args=None, prog_name=None, say=None) -> int:
                 f"please report{hint}")
             return EXIT_INTERNAL
     return rv if isinstance(rv, int) else 0
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-    """SIGTERM raises :class:`~blockalg.errors.Terminated` (a KeyboardInterrupt) while a command
-    runs, so that ``finally`` blocks clean up, as on Ctrl-C."""
-    def terminate(signum, frame):
-        raise Terminated(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, terminate)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _silence_stdout() -> None:

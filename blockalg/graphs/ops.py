@@ -285,7 +285,6 @@ def op_names(in_block: bool | None = None) -> list[str]:
     return [n for n, op in _REGISTRY.items() if in_block is None or op.in_block == in_block]
 
 
-
 def _optional(flag: bool, key: str, count) -> dict[str, sp.Expr]:
     return {key: count} if flag else {}
 
@@ -294,29 +293,28 @@ def _optional(flag: bool, key: str, count) -> dict[str, sp.Expr]:
 # The residual stream's endpoints and identity-like mixing ops.
 
 
+class _StreamEnd(OpKind):
+    """Where a residual ``stream`` enters or leaves a block: no work, so every phase is exact."""
+
+    attributes = {"stream": ("x", str)}
+
+    def exact_phases(self, attrs):
+        return PHASES
+
+
 @register
-class Input(OpKind):
+class Input(_StreamEnd):
     """The block's input: a residual stream entering the block (one per ``stream``; most blocks
     carry one stream, ``x``)."""
 
     name, role, arity = "input", INPUT, (0, 0)
-    attributes = {"stream": ("x", str)}
-
-    def exact_phases(self, attrs):
-        return PHASES
-
 
 
 @register
-class Output(OpKind):
+class Output(_StreamEnd):
     """A block's output for one ``stream``: passes its one input through."""
 
     name, role, arity = "output", OUTPUT, (1, 1)
-    attributes = {"stream": ("x", str)}
-
-    def exact_phases(self, attrs):
-        return PHASES
-
 
 
 @register

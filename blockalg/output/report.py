@@ -27,7 +27,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from ..errors import BlockalgError, Terminated, quote
+from ..errors import BlockalgError, Terminated, quote, sigterm_raises
 from ..files import check_writable, current_umask, os_error
 from .render import Table, graph_to_mermaid, json_text, latex_escape
 from .tables import (
@@ -112,7 +112,7 @@ class ReportFolder:
         symbolic link is followed only to a blockalg report folder.
         """
         out = replaceable(out)
-        with _sigterm_raises():
+        with sigterm_raises():
             try:
                 _recover(out)
                 staging = _stage(out)
@@ -267,27 +267,6 @@ def _signals_held():
             signal.signal(s, handler)
         if received:
             raise Terminated(received[0]) if received[0] != signal.SIGINT else KeyboardInterrupt()
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-    """SIGTERM raises :class:`~blockalg.errors.Terminated` inside the block (by default it ends
-    the process on the spot), so a staging folder is removed on every signal."""
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: signals are handled there
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated(signum)
 
 
 def latex_math(expr) -> str:

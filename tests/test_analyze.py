@@ -1,12 +1,18 @@
 """Symbolic analyses of the three base variants: closed forms and exact values at two presets."""
 
+from pathlib import Path
+
 import pytest
 import sympy as sp
 from support import GPT2_SMALL_FORWARD_MATMUL, GPT2_SMALL_PARAMS
 
 from blockalg import analyze
-from blockalg.analysis.analyze import quantity_keys
-from blockalg.analysis.params import leaf_params
+from blockalg.analysis.analyze import exact_values, numbers_only, quantity_keys
+from blockalg.analysis.memory import Setting
+from blockalg.analysis.params import leaf_params, param_counts
+from blockalg.files import read_json
+from blockalg.graphs.expr import evaluate
+from blockalg.graphs.hf import from_hf_config
 from blockalg.graphs.ops import COMPONENTS
 from blockalg.graphs.symbols import d_model as d
 from blockalg.graphs.symbols import default_relations, n_ctx
@@ -96,3 +102,37 @@ def test_result_displays_itself_in_notebooks():
 
 def test_every_quantity_is_reported():
     assert set(analyze("post-ln").values) == set(quantity_keys())
+
+
+HF_CONFIGS = sorted((Path(__file__).parent / "data" / "hf").glob("*.json"))
+SETTINGS = [Setting(), Setting(dtype="bf16", optimizer="sgd", recompute="selective", attention="flash"),
+            Setting(dtype="fp16", recompute="full", data_parallel=4, zero=3)]
+
+
+def assert_values_are_the_canonical_expressions_values(a, settings=SETTINGS[:1]):
+    for setting in settings:
+        a.add_memory(setting)
+        assert a.values == exact_values(a.expressions, a.dims)
+
+
+@pytest.mark.parametrize("variant", [v.name for v in catalog()])
+def test_values_from_unevaluated_trees_equal_those_of_the_canonical_expressions(variant):
+    # analyze() computes values from unevaluated sympy trees (numbers_only); the expressions,
+    # built canonical when asked for, must give the very same exact numbers
+    assert_values_are_the_canonical_expressions_values(analyze(variant, "gpt2-small"), SETTINGS)
+    assert_values_are_the_canonical_expressions_values(analyze(variant, "gpt2-small", n_layers=10**9))
+
+
+@pytest.mark.parametrize("path", HF_CONFIGS, ids=lambda p: p.stem)
+def test_values_of_hf_models_equal_those_of_the_canonical_expressions(path):
+    model = from_hf_config(read_json(path))
+    assert_values_are_the_canonical_expressions_values(analyze(model.graph, dims=model.dims))
+
+
+def test_expressions_are_canonical_and_values_exact():
+    a = analyze("pre-ln", preset="gpt2-small").add_memory()
+    with numbers_only():
+        tree = param_counts(a.graph)["total"]
+    assert tree != a.expressions["params.total"]  # the values came from another tree
+    assert a.expressions["params.total"] == param_counts(a.graph)["total"]
+    assert a.values["params.total"] == evaluate(tree, a.dims) == GPT2_SMALL_PARAMS["pre-ln"]

@@ -9,7 +9,9 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 import sympy as sp
@@ -38,25 +40,32 @@ def quantity_keys() -> list[str]:
 
 @dataclass
 class Analysis:
-    """The symbolic expressions of a variant and their exact values at ``dims``.
+    """The exact values of a variant's quantities at ``dims``, and their symbolic expressions.
 
-    ``expressions`` hold the general formulas (in every dimension symbol, ``n_layers`` symbolic);
-    :meth:`closed_form` writes one with the default relations that hold at ``dims`` applied;
-    ``values`` are exact: Python ints, and sympy Rationals for the path means.
-    ``paths`` holds the gradient-path statistics (:mod:`blockalg.analysis.paths`).
+    ``values`` are exact: Python ints, and sympy Rationals for the path means. ``expressions``
+    hold the general formulas (in every dimension symbol, ``n_layers`` symbolic) and ``paths``
+    the gradient-path statistics (:mod:`blockalg.analysis.paths`); both are built when first
+    asked for (see :func:`numbers_only`). :meth:`closed_form` writes an expression with the
+    default relations that hold at ``dims`` applied.
     """
 
     name: str
     graph: nx.DiGraph
     preset: str
     dims: dict[str, int]
-    expressions: dict[str, sp.Expr]
-    paths: PathStats
-    values: dict[str, int | sp.Rational] = field(init=False)
+    values: dict[str, int | sp.Rational]
+    memory_setting: object = None  # the Setting of the memory rows (add_memory), if any
 
-    def __post_init__(self):
-        self.values = {key: evaluate(expr, self.dims, key, integer=not key.startswith("paths.mean"))
-                       for key, expr in self.expressions.items()}
+    @cached_property
+    def expressions(self) -> dict[str, sp.Expr]:
+        exprs = expressions(self.graph, self.paths)
+        if self.memory_setting is not None:
+            exprs.update(_memory_rows(self.graph, self.memory_setting))
+        return exprs
+
+    @cached_property
+    def paths(self) -> PathStats:
+        return path_stats(self.graph)
 
     def closed_form(self, key: str) -> sp.Expr:
         """The expression for ``key`` with the default relations that hold at ``dims`` applied,
@@ -66,13 +75,14 @@ class Analysis:
 
     def add_memory(self, setting=None) -> "Analysis":
         """Add the ``memory.*`` figures of :data:`MEMORY_KEYS` (bytes, :mod:`blockalg.analysis.memory`;
-        default: fp32, AdamW, no recomputation, eager attention) to the expressions and values."""
-        from .memory import Setting, memory_expressions
+        default: fp32, AdamW, no recomputation, eager attention) to the values (and expressions)."""
+        from .memory import Setting
 
-        exprs = memory_expressions(self.graph, setting or Setting())
-        for key in MEMORY_KEYS:
-            self.expressions[f"memory.{key}"] = exprs[key]
-            self.values[f"memory.{key}"] = evaluate(exprs[key], self.dims, f"memory.{key}")
+        self.memory_setting = setting or Setting()
+        with numbers_only():
+            rows = _memory_rows(self.graph, self.memory_setting)
+        self.values.update(exact_values(rows, self.dims))
+        self.__dict__.pop("expressions", None)  # built again, with the memory rows, when asked
         return self
 
     def to_dict(self) -> dict:
@@ -123,9 +133,48 @@ def analyze(variant, preset: str = DEFAULT_PRESET, dims: dict | None = None, **o
     ``dims`` replaces the preset's dimensions entirely; keyword arguments override single ones.
     """
     graph, dims = resolve(variant, preset, dims, **overrides)
-    paths = path_stats(graph)
-    return Analysis(graph.graph.get("name", "block"), graph, preset, dims,
-                    expressions(graph, paths), paths)
+    with numbers_only():
+        exprs = expressions(graph)
+    return Analysis(graph.graph.get("name", "block"), graph, preset, dims, exact_values(exprs, dims))
+
+
+def exact_values(exprs: dict, dims: dict) -> dict[str, int | sp.Rational]:
+    """Each expression's exact value at ``dims`` (a Rational only for the path means).
+
+    >>> from blockalg.graphs.symbols import d_model
+    >>> exact_values({"params.x": 2 * d_model, "paths.mean_norms": d_model / 5}, {"d_model": 8})
+    {'params.x': 16, 'paths.mean_norms': 8/5}
+    """
+    return {key: evaluate(expr, dims, key, integer=not key.startswith("paths.mean"))
+            for key, expr in exprs.items()}
+
+
+@contextlib.contextmanager
+def numbers_only():
+    """A scope in which formulas are built as unevaluated sympy trees (``sympy.evaluate(False)``).
+
+    An unevaluated tree records the same sums and products as the canonical expression, so its
+    exact value at any dimensions is the same number, while building it skips sympy's
+    canonical ordering, collection and assumption queries: most of the cost of a first
+    command, and sympy's import of its tensor and combinatorics modules, which the first
+    evaluated sum triggers. :func:`analyze` computes ``values`` so; ``expressions`` are built
+    canonical when first asked for. Evaluate only after leaving the scope.
+
+    >>> from blockalg.graphs.symbols import d_model
+    >>> with numbers_only():
+    ...     tree = d_model + d_model
+    >>> tree.args, evaluate(tree, {"d_model": 3}), d_model + d_model
+    ((d_model, d_model), 6, 2*d_model)
+    """
+    with sp.evaluate(False):
+        yield
+
+
+def _memory_rows(graph, setting) -> dict[str, sp.Expr]:
+    from .memory import memory_expressions
+
+    exprs = memory_expressions(graph, setting)
+    return {f"memory.{key}": exprs[key] for key in MEMORY_KEYS}
 
 
 def expressions(graph, paths: PathStats | None = None) -> dict[str, sp.Expr]:

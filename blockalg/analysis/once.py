@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import functools
 
+from sympy.core.parameters import global_parameters
+
 _SCOPES: list[dict] = []
 
 
@@ -42,7 +44,8 @@ def once_per_graph(func):
     def wrapper(graph):
         if not _SCOPES:
             return func(graph)
-        key = (func.__qualname__, id(graph))
+        # NB: unevaluated trees (analyze.numbers_only) and canonical expressions kept apart
+        key = (func.__qualname__, id(graph), global_parameters.evaluate)
         if key not in _SCOPES[-1]:
             _SCOPES[-1][key] = (graph, func(graph))  # NB: holding the graph keeps its id its own
         result = _SCOPES[-1][key][1]

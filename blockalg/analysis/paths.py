@@ -297,8 +297,9 @@ class PathStats:
 def path_stats(graph) -> PathStats:
     """Every path statistic of ``graph`` in closed form (``n_layers`` symbolic)."""
     if len(model_streams(graph)) > 1:
-        system = stream_system(graph)
-        expressions, distributions = stream_statistics(system, layer)
+        with sp.evaluate(True):  # matrix algebra and simplification, even inside numbers_only()
+            system = stream_system(graph)
+            expressions, distributions = stream_statistics(system, layer)
         return StreamPathStats([], sp.Integer(1), expressions, system=system,
                                distributions=tuple(distributions))
     parts = [(block_terms(block), count) for block, count in segments(graph)]

@@ -20,6 +20,7 @@ blockalg.errors.BlockalgError: expression "__import__('os')": calls are limited 
 """
 
 import ast
+import functools
 import math
 import operator
 from fractions import Fraction
@@ -60,7 +61,20 @@ def parse_expression(text) -> sp.Expr:
     characters, more syntax nodes or deeper nesting than the limits, a non-number exponent, and
     any expression whose value could exceed :data:`~blockalg.limits.MAX_EXPRESSION_BITS` bits
     with every dimension at its maximum (so ``((2**64)**64)**64`` is refused in microseconds).
+    The result is canonical even where the caller builds unevaluated sympy trees
+    (:func:`blockalg.analysis.analyze.numbers_only`).
     """
+    return _parse_text(text) if isinstance(text, str) else _parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> sp.Expr:
+    # NB: remembered, because sympy clears its caches whenever the evaluation flag changes
+    with sp.evaluate(True):
+        return _parse(text)
+
+
+def _parse(text) -> sp.Expr:
     if isinstance(text, sp.Basic):
         return text
     if isinstance(text, bool):

@@ -48,11 +48,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..graphs.graph import model_nodes, segments
 from ..graphs.ops import PHASES
-from .metashapes import memo_key, output_spec, rebuild, replay_shapes
+from .metashapes import EagerDispatchMode, memo_key, output_spec, rebuild, replay_shapes
 
 aten = torch.ops.aten
 
@@ -104,7 +103,7 @@ def _floating(value) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype.is_floating_point
 
 
-class _Counter(TorchDispatchMode):
+class _Counter(EagerDispatchMode):
     """Runs every op through :func:`decompositions` (and CompositeImplicit ops through their own
     decomposition, as ``make_fx`` does) and books the elements of what is left to the label on
     top of ``labels``, in ``phase``.

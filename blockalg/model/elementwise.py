@@ -51,7 +51,15 @@ import torch
 
 from ..graphs.graph import model_nodes, segments
 from ..graphs.ops import PHASES
-from .metashapes import EagerDispatchMode, memo_key, output_spec, rebuild, replay_shapes
+from .metashapes import (
+    MAX_ENTRIES,
+    EagerDispatchMode,
+    has_composite_kernel,
+    memo_key,
+    output_spec,
+    rebuild,
+    replay_shapes,
+)
 
 aten = torch.ops.aten
 
@@ -103,6 +111,11 @@ def _floating(value) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype.is_floating_point
 
 
+#: Counts and output metadata of the functional ops :class:`_Counter` decomposed, by op and
+#: argument metadata: shared by every count in the process (variants at one shape share layers).
+_MEMO: dict = {}
+
+
 class _Counter(EagerDispatchMode):
     """Runs every op through :func:`decompositions` (and CompositeImplicit ops through their own
     decomposition, as ``make_fx`` does) and books the elements of what is left to the label on
@@ -118,7 +131,10 @@ class _Counter(EagerDispatchMode):
         self.table = decompositions()
         self.labels, self.phase = [], "forward"
         self.work = {phase: defaultdict(Counter) for phase in PHASES}
-        self.depth, self.recording, self.memo = 0, None, {}
+        self.depth, self.recording = 0, None
+        if len(_MEMO) >= MAX_ENTRIES:
+            _MEMO.clear()
+        self.memo = _MEMO
 
     def __torch_dispatch__(self, op, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -143,7 +159,7 @@ class _Counter(EagerDispatchMode):
         return out
 
     def _decomposed(self, op, args, kwargs):
-        decomposition = self.table.get(op) or (op.decompose if _composite(op) else None)
+        decomposition = self.table.get(op) or (op.decompose if has_composite_kernel(op) else None)
         if decomposition is not None:
             with self:
                 out = decomposition(*args, **kwargs)
@@ -160,11 +176,6 @@ class _Counter(EagerDispatchMode):
         self.work[self.phase][label][name] += count
         if self.recording is not None:
             self.recording[name] += count
-
-
-def _composite(op) -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key(
-        op.name(), torch._C.DispatchKey.CompositeImplicitAutograd)
 
 
 @dataclass

@@ -43,11 +43,11 @@ def _key(value):
     if kind in _SCALARS:
         return (kind, value)
     if isinstance(value, torch.Tensor):
-        if not value.is_meta:
-            raise _Uncacheable
-        return (value.shape, value.stride(), value.dtype, value.storage_offset())  # NB: 4 items
+        if value.is_meta:
+            return (value.shape, value.stride(), value.dtype, value.storage_offset())  # NB: 4 items
+        raise _Uncacheable
     if isinstance(value, (list, tuple)):
-        return (kind, tuple(map(_key, value)))
+        return (kind, tuple([_key(v) for v in value]))
     if isinstance(value, dict):
         return (dict, tuple((k, _key(v)) for k, v in value.items()))
     raise _Uncacheable
@@ -59,20 +59,25 @@ def _spec(value):
         if value.device.type != "meta" or value.storage_offset() != 0:
             raise _Uncacheable
         return ("tensor", tuple(value.shape), value.stride(), value.dtype)
-    if type(value) in (list, tuple):
-        return (type(value), [_spec(v) for v in value])
+    if isinstance(value, (list, tuple)):  # a decomposition's named tuple as a tuple (C++ reads both)
+        return (list if isinstance(value, list) else tuple, [_spec(v) for v in value])
     if value is None or isinstance(value, (bool, int, float)):
         return ("value", value)
     raise _Uncacheable
 
 
 def _rebuild(spec):
+    with torch._C._DisableTorchDispatch():  # NB: a mode below would only make the same tensors
+        return _rebuilt(spec)
+
+
+def _rebuilt(spec):
     kind = spec[0]
     if kind == "tensor":
         return torch.empty_strided(spec[1], spec[2], dtype=spec[3], device="meta")
     if kind == "value":
         return spec[1]
-    return kind(_rebuild(s) for s in spec[1])
+    return kind(_rebuilt(s) for s in spec[1])
 
 
 _KINDS: dict[int, str] = {}  # NB: by id: an OpOverload hashes in Python, and lives forever
@@ -94,6 +99,18 @@ def _kind(func) -> str:
             kind = "view"
         _KINDS[id(func)] = kind
     return kind
+
+
+_COMPOSITE: dict[int, bool] = {}
+
+
+def has_composite_kernel(func) -> bool:
+    """Whether ``func`` has a C++ CompositeImplicitAutograd kernel (a decomposition), by id."""
+    found = _COMPOSITE.get(id(func))
+    if found is None:
+        found = _COMPOSITE[id(func)] = torch._C._dispatch_has_kernel_for_dispatch_key(
+            func.name(), torch._C.DispatchKey.CompositeImplicitAutograd)
+    return found
 
 
 def _tensors(value, found: list) -> list:
@@ -150,15 +167,30 @@ def memo_key(func, args, kwargs):
 
 
 def output_spec(out, args, kwargs):
-    """What :func:`rebuild` makes ``out`` from again, or None when ``out`` shares storage with
-    an input (a decomposition may hand an input back) or holds what a spec cannot."""
-    storages = {t.untyped_storage()._cdata for t in _tensors(kwargs, _tensors(args, []))}
-    if any(t.untyped_storage()._cdata in storages for t in _tensors(out, [])):
+    """What :func:`rebuild` makes ``out`` from again, or None when :func:`rebuild` would not
+    make the same storages: ``out`` shares storage with an input (a decomposition may hand an
+    input back) or between its tensors, a tensor does not fill its storage (a view of a larger
+    intermediate), or it holds what a spec cannot."""
+    inputs = {t.untyped_storage()._cdata for t in _tensors(kwargs, _tensors(args, []))}
+    outputs = _tensors(out, [])
+    storages = {t.untyped_storage()._cdata for t in outputs}
+    if len(storages) < len(outputs) or storages & inputs or not all(map(_fills_storage, outputs)):
         return None
     try:
         return _spec(out)
     except _Uncacheable:
         return None
+
+
+def _fills_storage(t) -> bool:
+    """Whether ``t``'s storage is exactly what ``empty_strided`` of its shape and stride makes.
+
+    >>> x = torch.empty(4, 6, device="meta")
+    >>> _fills_storage(x), _fills_storage(x.t()), _fills_storage(x[:, :3])
+    (True, True, False)
+    """
+    extent = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) if t.numel() else 0
+    return t.untyped_storage().nbytes() == extent * t.element_size()
 
 
 def rebuild(spec):

@@ -206,13 +206,16 @@ class ElementwiseCount:
         return sum(sum(ops.values()) for labels in self.work.values() for ops in labels.values())
 
 
-def count_elementwise(graph, dims: dict) -> ElementwiseCount:
+def count_elementwise(graph, dims: dict, model=None) -> ElementwiseCount:
     """Run the model of ``graph`` at ``dims`` on the meta device (forward, loss, backward of one
     sequence) through torch's decompositions and count its elementwise work per graph node (see
-    the module docstring)."""
+    the module docstring). ``model``: that model already built (its gradients are cleared, so
+    that the backward accumulates into none)."""
     from .build import build_model
 
-    model = build_model(graph, dims, device="meta")
+    if model is None:
+        model = build_model(graph, dims, device="meta")
+    model.zero_grad(set_to_none=True)
     kinds = _labels(graph, model)
     counter = _Counter()
     handles = _attach(model, kinds, counter.labels)

@@ -143,7 +143,7 @@ class _Counter(EagerDispatchMode):
             counts, spec = self.memo[key]
             for name, count in counts.items():
                 self._book(name, count)
-            return rebuild(spec)
+            return rebuild(spec, args, kwargs)
         if key is not None:
             self.recording = Counter()
         self.depth += 1

@@ -170,7 +170,7 @@ class FlopCount(EagerDispatchMode):
             counts, spec = found
             for packet, flops in counts:
                 self._book(packet, flops)
-            return rebuild(spec)
+            return rebuild(spec, args, kwargs)
         self.recording = {}
         try:
             out = self._counted(func, args, kwargs)

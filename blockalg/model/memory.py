@@ -34,14 +34,10 @@ from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
 from .build import build_model
 from .measure import Check, FlopCount, flop_counter, random_batch
-from .metashapes import replay_shapes
+from .metashapes import replay_shapes, storage_id
 from .modules import CausalSelfAttention, KVCache, attention_path
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _storage(t) -> int:
-    return t.untyped_storage()._cdata  # the storage's identity, on every device (meta too)
 
 
 @contextlib.contextmanager
@@ -66,18 +62,18 @@ class SavedTensors:
     later storage can take the identity of a freed one) until the object goes."""
 
     def __init__(self, model):
-        self.excluded = {_storage(t) for t in [*model.parameters(), *model.buffers()]}
+        self.excluded = {storage_id(t) for t in [*model.parameters(), *model.buffers()]}
         self.kept = {}  # storage -> (tensor, bytes) saved during the forward
         self.blocks = []  # per block recomputed in backward: its new storages' bytes
 
     def forward_pack(self, t):
-        key = _storage(t)
+        key = storage_id(t)
         if key not in self.excluded:
             self.kept.setdefault(key, (t, t.untyped_storage().nbytes()))
         return t
 
     def backward_pack(self, t):
-        key = _storage(t)
+        key = storage_id(t)
         if key not in self.excluded and key not in self.kept and self.blocks:
             self.blocks[-1][key] = (t, t.untyped_storage().nbytes())
         return t
@@ -135,7 +131,7 @@ def measure_training(model, dims, setting: Setting, device) -> TrainingStep:
     if optimizer is not None:
         with replay_shapes(device):
             optimizer.step()
-    unique = {_storage(p): p for p in model.parameters()}.values()
+    unique = {storage_id(p): p for p in model.parameters()}.values()
     measured = {"weights": sum(p.nbytes for p in unique),
                 "gradients": sum(p.grad.nbytes for p in unique if p.grad is not None),
                 "optimizer": optimizer_bytes(optimizer),

@@ -4,10 +4,10 @@ On the meta device torch computes no values, only each op's output metadata (sha
 dtype), many of them in Python (``torch._refs``, about half a millisecond a call here). A GPT of
 96 identical layers asks the same questions 96 times. Under :func:`replay_shapes`, an op called
 again with the same arguments (tensors by their metadata) gets fresh meta tensors of the
-metadata it gave the first time: a meta kernel is a function of exactly that, so nothing
-measured changes. An in-place op (an optimizer's update) that kept its inputs' metadata the
-first time returns the same inputs again. Ops that may return a view of an input always run,
-and so does every op that touches a tensor not on the meta device.
+metadata it gave the first time, or the same views of its inputs: a meta kernel is a function
+of exactly that, so nothing measured changes (:func:`output_spec` says when an output can be
+made again so). An in-place op (an optimizer's update) that kept its inputs' metadata the first
+time returns the same inputs again. Every op that touches a tensor not on the meta device runs.
 
 Enter it *outside* a ``FlopCounterMode``, so that the counter still sees every op:
 
@@ -53,39 +53,13 @@ def _key(value):
     raise _Uncacheable
 
 
-def _spec(value):
-    """What to rebuild an op's output from: tensors as fresh meta tensors of the same metadata."""
-    if isinstance(value, torch.Tensor):
-        if value.device.type != "meta" or value.storage_offset() != 0:
-            raise _Uncacheable
-        return ("tensor", tuple(value.shape), value.stride(), value.dtype)
-    if isinstance(value, (list, tuple)):  # a decomposition's named tuple as a tuple (C++ reads both)
-        return (list if isinstance(value, list) else tuple, [_spec(v) for v in value])
-    if value is None or isinstance(value, (bool, int, float)):
-        return ("value", value)
-    raise _Uncacheable
-
-
-def _rebuild(spec):
-    with torch._C._DisableTorchDispatch():  # NB: a mode below would only make the same tensors
-        return _rebuilt(spec)
-
-
-def _rebuilt(spec):
-    kind = spec[0]
-    if kind == "tensor":
-        return torch.empty_strided(spec[1], spec[2], dtype=spec[3], device="meta")
-    if kind == "value":
-        return spec[1]
-    return kind(_rebuilt(s) for s in spec[1])
-
-
 _KINDS: dict[int, str] = {}  # NB: by id: an OpOverload hashes in Python, and lives forever
 
 
 def _kind(func) -> str:
-    """``functional`` (no input aliased), ``inplace`` (writes to inputs, returns nothing or
-    them) or ``view`` (may return a view of an input), from ``func``'s schema."""
+    """From ``func``'s schema: ``functional`` (no input aliased), ``view`` (may return a view of
+    an input), ``inplace`` (writes to inputs, returns nothing or them) or ``mutating`` (writes
+    to an input and returns something else)."""
     kind = _KINDS.get(id(func))
     if kind is None:
         schema = func._schema
@@ -93,10 +67,12 @@ def _kind(func) -> str:
         returns = [r.alias_info for r in schema.returns]
         if not arguments and not any(returns):
             kind = "functional"
+        elif not any(a.is_write for a in arguments) and not any(r and r.is_write for r in returns):
+            kind = "view"
         elif all(a.is_write for a in arguments) and all(r is not None and r.is_write for r in returns):
             kind = "inplace"
         else:
-            kind = "view"
+            kind = "mutating"
         _KINDS[id(func)] = kind
     return kind
 
@@ -156,9 +132,9 @@ MAX_ENTRIES = 100_000
 
 
 def memo_key(func, args, kwargs):
-    """A key for a functional op's call on meta tensors (op and argument metadata), or None
-    when the call cannot be replayed (a view or in-place op, a tensor off the meta device)."""
-    if _kind(func) != "functional":
+    """A key for the call of an op that writes no input (a functional or view op) on meta
+    tensors: the op and its arguments' metadata; None for any other call."""
+    if _kind(func) not in ("functional", "view"):
         return None
     try:
         return (id(func), _key(args), _key(kwargs))
@@ -167,19 +143,56 @@ def memo_key(func, args, kwargs):
 
 
 def output_spec(out, args, kwargs):
-    """What :func:`rebuild` makes ``out`` from again, or None when :func:`rebuild` would not
-    make the same storages: ``out`` shares storage with an input (a decomposition may hand an
-    input back) or between its tensors, a tensor does not fill its storage (a view of a larger
-    intermediate), or it holds what a spec cannot."""
-    inputs = {t.untyped_storage()._cdata for t in _tensors(kwargs, _tensors(args, []))}
-    outputs = _tensors(out, [])
-    storages = {t.untyped_storage()._cdata for t in outputs}
-    if len(storages) < len(outputs) or storages & inputs or not all(map(_fills_storage, outputs)):
-        return None
+    """What :func:`rebuild` makes ``out`` from again, given inputs of the same metadata, or
+    None. Each tensor of ``out`` is either a view of an input's storage (rebuilt as the same
+    view of it) or fresh: a storage of its own that it fills (rebuilt by ``empty_strided``);
+    so the tensors rebuilt have the storages and sizes the op's own outputs had. None for a
+    tensor that is neither (a view of a larger intermediate), a view changing the dtype, or
+    what a spec cannot hold.
+
+    >>> x = torch.empty(4, 6, device="meta")
+    >>> spec = output_spec((x.t(), x + 1), (x,), {})
+    >>> view, fresh = rebuild(spec, (x,), {})
+    >>> view.stride(), storage_id(view) == storage_id(x), storage_id(fresh) == storage_id(x)
+    ((1, 6), True, False)
+    >>> output_spec(x[:, :3] + 0, (x,), {}) is not None, output_spec((x + 1)[:, :3], (x,), {})
+    (True, None)
+    """
+    inputs = _tensors(kwargs, _tensors(args, []))
+    positions = {}
+    for i, t in enumerate(inputs):
+        positions.setdefault(storage_id(t), i)
     try:
-        return _spec(out)
+        return _output_spec(out, inputs, positions, set())
     except _Uncacheable:
         return None
+
+
+def storage_id(t) -> int:
+    """The identity of ``t``'s storage, on every device (meta too)."""
+    return t.untyped_storage()._cdata
+
+
+def _output_spec(value, inputs, positions, fresh: set):
+    if isinstance(value, torch.Tensor):
+        if value.device.type != "meta":
+            raise _Uncacheable
+        storage = storage_id(value)
+        if storage in positions:
+            position = positions[storage]
+            if value.dtype != inputs[position].dtype:
+                raise _Uncacheable
+            return ("view", position, tuple(value.shape), value.stride(), value.storage_offset())
+        if storage in fresh or value.storage_offset() != 0 or not _fills_storage(value):
+            raise _Uncacheable
+        fresh.add(storage)
+        return ("tensor", tuple(value.shape), value.stride(), value.dtype)
+    if isinstance(value, (list, tuple)):  # a decomposition's named tuple as a tuple (C++ reads both)
+        return (list if isinstance(value, list) else tuple,
+                [_output_spec(v, inputs, positions, fresh) for v in value])
+    if value is None or isinstance(value, (bool, int, float)):
+        return ("value", value)
+    raise _Uncacheable
 
 
 def _fills_storage(t) -> bool:
@@ -193,9 +206,22 @@ def _fills_storage(t) -> bool:
     return t.untyped_storage().nbytes() == extent * t.element_size()
 
 
-def rebuild(spec):
-    """Fresh meta tensors (in the structure of the op's output) from :func:`output_spec`."""
-    return _rebuild(spec)
+def rebuild(spec, args, kwargs):
+    """The op's output again from :func:`output_spec`: fresh meta tensors, and views of the
+    inputs (``args``, ``kwargs``)."""
+    with torch._C._DisableTorchDispatch():  # NB: a mode below would only make the same tensors
+        return _rebuilt(spec, args, kwargs)
+
+
+def _rebuilt(spec, args, kwargs):
+    kind = spec[0]
+    if kind == "tensor":
+        return torch.empty_strided(spec[1], spec[2], dtype=spec[3], device="meta")
+    if kind == "view":
+        return torch.as_strided(_tensors(kwargs, _tensors(args, []))[spec[1]], *spec[2:])
+    if kind == "value":
+        return spec[1]
+    return kind(_rebuilt(s, args, kwargs) for s in spec[1])
 
 
 class EagerDispatchMode(TorchDispatchMode):
@@ -221,25 +247,28 @@ class ShapeReplay(EagerDispatchMode):
         kwargs = kwargs or {}
         kind = _kind(func)
         try:
-            if kind == "view":
+            if kind in ("view", "mutating"):  # a view kernel is faster than a replay
                 raise _Uncacheable
             key = (id(func), _key(args), _key(kwargs))
         except _Uncacheable:
             return func(*args, **kwargs)
+        inplace = kind == "inplace"
         spec = self.outputs.get(key)
         if spec is not None:
             self.replayed += 1
-            if kind == "inplace":
+            if inplace:
                 return _rewritten(spec, _tensors(kwargs, _tensors(args, [])))
-            return _rebuild(spec)
+            return rebuild(spec, args, kwargs)
         out = func(*args, **kwargs)
         if len(self.outputs) >= MAX_ENTRIES:
             self.outputs.clear()
-        with contextlib.suppress(_Uncacheable):
-            if kind == "functional":
-                self.outputs[key] = _spec(out)
-            elif (_key(args), _key(kwargs)) == key[1:]:  # it kept every input's metadata
-                self.outputs[key] = _written(out, _tensors(kwargs, _tensors(args, [])))
+        if not inplace:
+            spec = output_spec(out, args, kwargs)
+        elif (_key(args), _key(kwargs)) == key[1:]:  # it kept every input's metadata
+            with contextlib.suppress(_Uncacheable):
+                spec = _written(out, _tensors(kwargs, _tensors(args, [])))
+        if spec is not None:
+            self.outputs[key] = spec
         return out
 
 

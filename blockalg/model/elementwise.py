@@ -86,9 +86,41 @@ _PRODUCTS = (aten.mul.Tensor, aten.mul.Scalar)
 @functools.cache
 def decompositions() -> dict:
     """torch's core ATen decomposition table plus torch's decompositions of :data:`COMPOSITES`."""
-    from torch._decomp import core_aten_decompositions, get_decompositions
+    from torch._decomp import core_aten_decompositions
 
-    return {**core_aten_decompositions(), **get_decompositions(list(COMPOSITES))}
+    return {**core_aten_decompositions(), **_listed_decompositions()}
+
+
+@functools.cache
+def _listed_decompositions() -> dict:
+    """The decompositions torch's core table lists by name, and those of :data:`COMPOSITES`."""
+    from torch._decomp import _core_aten_decompositions_post_autograd, get_decompositions
+
+    return {**_core_aten_decompositions_post_autograd(), **get_decompositions(list(COMPOSITES))}
+
+
+_DECOMPOSITION: dict[int, object] = {}  # NB: by id, as metashapes' kinds
+
+
+def decomposition_of(op):
+    """``decompositions().get(op)``, without building the whole table: torch adds to the ops it
+    lists every composite op of every namespace, a quarter of a second to collect, of which a
+    model meets a few (the test suite checks both agree on every op of the table)."""
+    found = _DECOMPOSITION.get(id(op), _DECOMPOSITION)
+    if found is _DECOMPOSITION:
+        found = _DECOMPOSITION[id(op)] = _listed_decompositions().get(op) or _composite_decomposition(op)
+    return found
+
+
+def _composite_decomposition(op):
+    """What torch's core table (``torch.export``'s ``CustomDecompTable``) holds for an op it does
+    not list: its CompositeImplicitAutograd kernel, if torch would not preserve the op."""
+    from torch._export.utils import _get_decomp_for_cia, _is_aten_op, _is_preservable_cia_op
+    from torch.export.decomp_utils import PRESERVED_ATEN_CIA_OPS
+
+    if not _is_preservable_cia_op(op) or (_is_aten_op(op) and op in PRESERVED_ATEN_CIA_OPS):
+        return None
+    return _get_decomp_for_cia(op)
 
 
 def elements(op, args, kwargs, out) -> int:
@@ -128,7 +160,6 @@ class _Counter(EagerDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.table = decompositions()
         self.labels, self.phase = [], "forward"
         self.work = {phase: defaultdict(Counter) for phase in PHASES}
         self.depth, self.recording = 0, None
@@ -159,7 +190,7 @@ class _Counter(EagerDispatchMode):
         return out
 
     def _decomposed(self, op, args, kwargs):
-        decomposition = self.table.get(op) or (op.decompose if has_composite_kernel(op) else None)
+        decomposition = decomposition_of(op) or (op.decompose if has_composite_kernel(op) else None)
         if decomposition is not None:
             with self:
                 out = decomposition(*args, **kwargs)

@@ -90,7 +90,7 @@ def has_composite_kernel(func) -> bool:
 
 
 def _tensors(value, found: list) -> list:
-    """The tensors in ``value`` (args or kwargs), in the order :func:`_key` visits them."""
+    """The tensors in ``value`` (args or kwargs), in lists and dicts too."""
     if isinstance(value, torch.Tensor):
         found.append(value)
     elif isinstance(value, (list, tuple)):
@@ -102,27 +102,42 @@ def _tensors(value, found: list) -> list:
     return found
 
 
-def _written(out, inputs: list):
-    """What an in-place op returned, as positions among its input tensors."""
+def _argument(args, kwargs, where):
+    """The argument at ``where``: a position in ``args`` or a name in ``kwargs``."""
+    return kwargs[where] if isinstance(where, str) else args[where]
+
+
+def _tensor_arguments(args, kwargs) -> dict:
+    """Where each tensor argument is (a position in ``args``, a name in ``kwargs``) by its
+    storage, the first of those that share one (tensors nested in lists are not included)."""
+    found = {}
+    for where, value in [*enumerate(args), *kwargs.items()]:
+        if isinstance(value, torch.Tensor):
+            found.setdefault(storage_id(value), where)
+    return found
+
+
+def _written(out, args, kwargs):
+    """What an in-place op returned, as the arguments it returned."""
     if out is None:
         return ("value", None)
     if isinstance(out, torch.Tensor):
-        position = next((i for i, t in enumerate(inputs) if t is out), None)
-        if position is None:
+        where = next((w for w, value in [*enumerate(args), *kwargs.items()] if value is out), None)
+        if where is None:
             raise _Uncacheable
-        return ("input", position)
+        return ("input", where)
     if type(out) in (list, tuple):
-        return (type(out), [_written(v, inputs) for v in out])
+        return (type(out), [_written(v, args, kwargs) for v in out])
     raise _Uncacheable
 
 
-def _rewritten(spec, inputs: list):
+def _rewritten(spec, args, kwargs):
     kind = spec[0]
     if kind == "value":
         return spec[1]
     if kind == "input":
-        return inputs[spec[1]]
-    return kind(_rewritten(s, inputs) for s in spec[1])
+        return _argument(args, kwargs, spec[1])
+    return kind(_rewritten(s, args, kwargs) for s in spec[1])
 
 
 #: Output metadata by op and argument metadata, shared by every replay in the process (the
@@ -143,12 +158,12 @@ def memo_key(func, args, kwargs):
 
 
 def output_spec(out, args, kwargs):
-    """What :func:`rebuild` makes ``out`` from again, given inputs of the same metadata, or
-    None. Each tensor of ``out`` is either a view of an input's storage (rebuilt as the same
-    view of it) or fresh: a storage of its own that it fills (rebuilt by ``empty_strided``);
-    so the tensors rebuilt have the storages and sizes the op's own outputs had. None for a
-    tensor that is neither (a view of a larger intermediate), a view changing the dtype, or
-    what a spec cannot hold.
+    """What :func:`rebuild` makes ``out`` from again, given arguments of the same metadata, or
+    None. Each tensor of ``out`` is either a view of a tensor argument's storage (rebuilt as the
+    same view of it) or fresh: a storage of its own, shared with no input, that it fills
+    (rebuilt by ``empty_strided``); so the tensors rebuilt have the storages and sizes the op's
+    own outputs had. None for a tensor that is neither (a view of a larger intermediate, of a
+    tensor in a list argument), a view changing the dtype, or what a spec cannot hold.
 
     >>> x = torch.empty(4, 6, device="meta")
     >>> spec = output_spec((x.t(), x + 1), (x,), {})
@@ -158,12 +173,9 @@ def output_spec(out, args, kwargs):
     >>> output_spec(x[:, :3] + 0, (x,), {}) is not None, output_spec((x + 1)[:, :3], (x,), {})
     (True, None)
     """
-    inputs = _tensors(kwargs, _tensors(args, []))
-    positions = {}
-    for i, t in enumerate(inputs):
-        positions.setdefault(storage_id(t), i)
+    inputs = {storage_id(t) for t in _tensors(kwargs, _tensors(args, []))}
     try:
-        return _output_spec(out, inputs, positions, set())
+        return _output_spec(out, args, kwargs, _tensor_arguments(args, kwargs), inputs, set())
     except _Uncacheable:
         return None
 
@@ -173,23 +185,24 @@ def storage_id(t) -> int:
     return t.untyped_storage()._cdata
 
 
-def _output_spec(value, inputs, positions, fresh: set):
+def _output_spec(value, args, kwargs, arguments: dict, inputs: set, fresh: set):
     if isinstance(value, torch.Tensor):
         if value.device.type != "meta":
             raise _Uncacheable
         storage = storage_id(value)
-        if storage in positions:
-            position = positions[storage]
-            if value.dtype != inputs[position].dtype:
+        if storage in arguments:
+            where = arguments[storage]
+            if value.dtype != _argument(args, kwargs, where).dtype:
                 raise _Uncacheable
-            return ("view", position, tuple(value.shape), value.stride(), value.storage_offset())
-        if storage in fresh or value.storage_offset() != 0 or not _fills_storage(value):
+            return ("view", where, tuple(value.shape), value.stride(), value.storage_offset())
+        if storage in inputs or storage in fresh or value.storage_offset() != 0 \
+                or not _fills_storage(value):
             raise _Uncacheable
         fresh.add(storage)
         return ("tensor", tuple(value.shape), value.stride(), value.dtype)
     if isinstance(value, (list, tuple)):  # a decomposition's named tuple as a tuple (C++ reads both)
         return (list if isinstance(value, list) else tuple,
-                [_output_spec(v, inputs, positions, fresh) for v in value])
+                [_output_spec(v, args, kwargs, arguments, inputs, fresh) for v in value])
     if value is None or isinstance(value, (bool, int, float)):
         return ("value", value)
     raise _Uncacheable
@@ -218,7 +231,7 @@ def _rebuilt(spec, args, kwargs):
     if kind == "tensor":
         return torch.empty_strided(spec[1], spec[2], dtype=spec[3], device="meta")
     if kind == "view":
-        return torch.as_strided(_tensors(kwargs, _tensors(args, []))[spec[1]], *spec[2:])
+        return torch.as_strided(_argument(args, kwargs, spec[1]), *spec[2:])
     if kind == "value":
         return spec[1]
     return kind(_rebuilt(s, args, kwargs) for s in spec[1])
@@ -257,7 +270,7 @@ class ShapeReplay(EagerDispatchMode):
         if spec is not None:
             self.replayed += 1
             if inplace:
-                return _rewritten(spec, _tensors(kwargs, _tensors(args, [])))
+                return _rewritten(spec, args, kwargs)
             return rebuild(spec, args, kwargs)
         out = func(*args, **kwargs)
         if len(self.outputs) >= MAX_ENTRIES:
@@ -266,7 +279,7 @@ class ShapeReplay(EagerDispatchMode):
             spec = output_spec(out, args, kwargs)
         elif (_key(args), _key(kwargs)) == key[1:]:  # it kept every input's metadata
             with contextlib.suppress(_Uncacheable):
-                spec = _written(out, _tensors(kwargs, _tensors(args, [])))
+                spec = _written(out, args, kwargs)
         if spec is not None:
             self.outputs[key] = spec
         return out

@@ -37,6 +37,11 @@ _SCALARS = frozenset({type(None), bool, int, float, str, torch.dtype, torch.devi
                       torch.memory_format})
 
 
+def _call_key(func, args, kwargs) -> tuple:
+    """The op and its arguments' metadata (:func:`_key`); raises on what it cannot key."""
+    return (id(func), tuple([_key(v) for v in args]), _key(kwargs) if kwargs else None)
+
+
 def _key(value):
     """A hashable stand-in for an op argument; tensors by metadata; raises on anything else."""
     kind = type(value)
@@ -46,7 +51,7 @@ def _key(value):
         if value.is_meta:
             return (value.shape, value.stride(), value.dtype, value.storage_offset())  # NB: 4 items
         raise _Uncacheable
-    if isinstance(value, (list, tuple)):
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
         return (kind, tuple([_key(v) for v in value]))
     if isinstance(value, dict):
         return (dict, tuple((k, _key(v)) for k, v in value.items()))
@@ -152,7 +157,7 @@ def memo_key(func, args, kwargs):
     if _kind(func) not in ("functional", "view"):
         return None
     try:
-        return (id(func), _key(args), _key(kwargs))
+        return _call_key(func, args, kwargs)
     except _Uncacheable:
         return None
 
@@ -262,7 +267,7 @@ class ShapeReplay(EagerDispatchMode):
         try:
             if kind in ("view", "mutating"):  # a view kernel is faster than a replay
                 raise _Uncacheable
-            key = (id(func), _key(args), _key(kwargs))
+            key = _call_key(func, args, kwargs)
         except _Uncacheable:
             return func(*args, **kwargs)
         inplace = kind == "inplace"
@@ -277,7 +282,7 @@ class ShapeReplay(EagerDispatchMode):
             self.outputs.clear()
         if not inplace:
             spec = output_spec(out, args, kwargs)
-        elif (_key(args), _key(kwargs)) == key[1:]:  # it kept every input's metadata
+        elif _call_key(func, args, kwargs) == key:  # it kept every input's metadata
             with contextlib.suppress(_Uncacheable):
                 spec = _written(out, args, kwargs)
         if spec is not None:

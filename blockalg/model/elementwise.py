@@ -106,10 +106,9 @@ def decomposition_of(op):
     """``decompositions().get(op)``, without building the whole table: torch adds to the ops it
     lists every composite op of every namespace, a quarter of a second to collect, of which a
     model meets a few (the test suite checks both agree on every op of the table)."""
-    found = _DECOMPOSITION.get(id(op), _DECOMPOSITION)
-    if found is _DECOMPOSITION:
-        found = _DECOMPOSITION[id(op)] = _listed_decompositions().get(op) or _composite_decomposition(op)
-    return found
+    if id(op) not in _DECOMPOSITION:
+        _DECOMPOSITION[id(op)] = _listed_decompositions().get(op) or _composite_decomposition(op)
+    return _DECOMPOSITION[id(op)]
 
 
 def _composite_decomposition(op):
@@ -143,8 +142,9 @@ def _floating(value) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype.is_floating_point
 
 
-#: Counts and output metadata of the functional ops :class:`_Counter` decomposed, by op and
-#: argument metadata: shared by every count in the process (variants at one shape share layers).
+#: Counts and outputs (fresh tensors' metadata, views of inputs) of the ops writing no input
+#: that :class:`_Counter` decomposed, by op and argument metadata: shared by every count in the
+#: process (variants at one shape share their layers).
 _MEMO: dict = {}
 
 
@@ -155,8 +155,9 @@ class _Counter(EagerDispatchMode):
 
     The model calls the same ops on the same shapes layer after layer, and a decomposition on
     meta tensors is a function of the op and its arguments' metadata: so the count and the
-    output shapes of each functional op the model calls are recorded the first time, and a
-    repeated call is booked from the record without decomposing it again."""
+    outputs (:func:`~blockalg.model.metashapes.output_spec`) of each op writing no input are
+    recorded the first time, and a repeated call is booked from the record without decomposing
+    it again."""
 
     def __init__(self):
         super().__init__()

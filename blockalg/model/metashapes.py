@@ -107,6 +107,16 @@ def _tensors(value, found: list) -> list:
     return found
 
 
+def storage_id(t) -> int:
+    """The identity of ``t``'s storage, on every device (meta too)."""
+    return t.untyped_storage()._cdata
+
+
+def _places(args, kwargs) -> list:
+    """Each argument with where it is: a position in ``args`` or a name in ``kwargs``."""
+    return [*enumerate(args), *kwargs.items()]
+
+
 def _argument(args, kwargs, where):
     """The argument at ``where``: a position in ``args`` or a name in ``kwargs``."""
     return kwargs[where] if isinstance(where, str) else args[where]
@@ -116,7 +126,7 @@ def _tensor_arguments(args, kwargs) -> dict:
     """Where each tensor argument is (a position in ``args``, a name in ``kwargs``) by its
     storage, the first of those that share one (tensors nested in lists are not included)."""
     found = {}
-    for where, value in [*enumerate(args), *kwargs.items()]:
+    for where, value in _places(args, kwargs):
         if isinstance(value, torch.Tensor):
             found.setdefault(storage_id(value), where)
     return found
@@ -127,7 +137,7 @@ def _written(out, args, kwargs):
     if out is None:
         return ("value", None)
     if isinstance(out, torch.Tensor):
-        where = next((w for w, value in [*enumerate(args), *kwargs.items()] if value is out), None)
+        where = next((w for w, value in _places(args, kwargs) if value is out), None)
         if where is None:
             raise _Uncacheable
         return ("input", where)
@@ -183,11 +193,6 @@ def output_spec(out, args, kwargs):
         return _output_spec(out, args, kwargs, _tensor_arguments(args, kwargs), inputs, set())
     except _Uncacheable:
         return None
-
-
-def storage_id(t) -> int:
-    """The identity of ``t``'s storage, on every device (meta too)."""
-    return t.untyped_storage()._cdata
 
 
 def _output_spec(value, args, kwargs, arguments: dict, inputs: set, fresh: set):

@@ -20,6 +20,7 @@ from blockalg.model.check import (
     flop_counter,
     traced_block_graph,
 )
+from blockalg.model.measure import module_flop_counter
 
 VARIANTS = ["pre-ln", "post-ln", "hybrid-ln"]
 
@@ -105,21 +106,59 @@ def test_structure_check_traces_every_distinct_block():
 
 
 def test_replaying_meta_shapes_changes_no_count():
-    """The FLOPs of a meta model counted with every meta kernel run, and with repeated ops
-    replayed from the cache, agree op by op."""
+    """The FLOPs of a meta model counted (by torch's own counter, which memoizes nothing) with
+    every meta kernel run, and with repeated ops replayed from the cache, agree op by op."""
     from blockalg.model.metashapes import replay_shapes
 
     model = build_model("hybrid-ln", preset="tiny", n_layers=4, n_kv_heads=2, device="meta")
     idx = torch.zeros(2, 64, dtype=torch.long, device="meta")
 
     def counts(context):
-        with context, flop_counter() as counter:
+        with context, module_flop_counter() as counter:
             model(idx, idx)[1].backward()
         return counter.get_flop_counts()["Global"]
 
     replay = replay_shapes("meta")
     assert counts(replay) == counts(contextlib.nullcontext())
     assert replay.replayed > 100
+
+
+def step_counts(model, idx, counter, context=None) -> list:
+    """Total and per-op FLOPs that ``counter()`` counts over the forward and the backward."""
+    model.zero_grad(set_to_none=True)
+    with context or contextlib.nullcontext():
+        with counter() as forward:
+            _, loss = model(idx, idx)
+        with counter() as backward:
+            loss.backward()
+    return [(c.get_total_flops(), c.get_flop_counts()["Global"]) for c in (forward, backward)]
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+@pytest.mark.parametrize(("variant", "shape"), [
+    ("pre-ln", {}), ("llama", {"n_kv_heads": 2}),  # gated, rotary, grouped-query
+    ("resi-dual", {}), ("deepnorm", {})])  # two streams; scaled edges
+def test_flop_counter_counts_what_flop_counter_mode_counts(variant, shape, device):
+    """blockalg's lean counter against torch's FlopCounterMode (with the same fused CPU attention
+    formulas): equal totals and per-op counts, forward and backward, on cpu (the fused kernel)
+    and on meta, where repeated layers (and the second count, whole) come from its memo."""
+    model = build_model(variant, preset="tiny", n_layers=3, device=device, seed=0, **shape)
+    idx = torch.zeros(2, 64, dtype=torch.long, device=device)
+    reference = step_counts(model, idx, module_flop_counter)
+    assert step_counts(model, idx, flop_counter) == reference
+    assert step_counts(model, idx, flop_counter) == reference
+    if device == "cpu":
+        assert "aten._scaled_dot_product_flash_attention_for_cpu" in map(str, reference[0][1])
+
+
+def test_flop_counter_counts_the_fused_kernel_on_meta_as_flop_counter_mode():
+    from blockalg.model.modules import attention_path
+
+    model = build_model("llama", preset="tiny", n_kv_heads=2, device="meta")
+    idx = torch.zeros(2, 64, dtype=torch.long, device="meta")
+    reference = step_counts(model, idx, module_flop_counter, attention_path("flash"))
+    assert step_counts(model, idx, flop_counter, attention_path("flash")) == reference
+    assert "aten._scaled_dot_product_flash_attention_for_cpu_backward" in map(str, reference[1][1])
 
 
 def test_traced_block_equals_the_graph():

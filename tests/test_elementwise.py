@@ -88,3 +88,22 @@ def test_the_count_is_what_make_fx_traces():
     """The dispatch-mode count equals the nodes of make_fx's trace with the same decompositions."""
     one_layer = resolve_dims("tiny", {"n_layers": 1})  # (make_fx takes ~10x longer to trace)
     assert make_fx_total(get("llama"), one_layer) == count_elementwise(get("llama"), one_layer).total()
+
+
+def test_the_counter_finds_each_decomposition_of_torchs_table():
+    """decomposition_of looks an op up without building torch's whole core table: the same
+    decomposition for every op of the table (a composite op's as torch wraps it), none elsewhere."""
+    from functools import partial
+
+    import torch
+
+    from blockalg.model.elementwise import decomposition_of, decompositions
+
+    def same(f):  # NB: torch wraps each composite op's kernel in a new closure
+        return (f.func.__code__, f.keywords) if isinstance(f, partial) else f
+
+    table = decompositions()
+    assert all(same(decomposition_of(op)) == same(f) for op, f in table.items())
+    aten = torch.ops.aten
+    kept = [aten.mm.default, aten.bmm.default, aten.upsample_bilinear2d.vec]  # (torch keeps the last)
+    assert not set(kept) & set(table) and [decomposition_of(op) for op in kept] == [None] * 3

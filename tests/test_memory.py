@@ -130,6 +130,24 @@ def test_check_measures_in_the_memory_setting():
     assert checks["memory.activations"]["ok"] and "bf16" in checks["memory.activations"]["detail"]
 
 
+@pytest.mark.parametrize(("variant", "device", "setting"), [
+    ("pre-ln", "meta", Setting()),  # one training step serves the FLOP and the memory checks
+    ("moe", "meta", Setting(optimizer="sgd")),
+    ("llama", "cpu", Setting(attention="flash")),  # one model, two steps
+    ("resi-dual", "meta", Setting(dtype="bf16")),  # a second model
+])
+def test_check_shares_its_model_and_step_and_measures_what_separate_runs_measure(variant, device,
+                                                                               setting):
+    from blockalg.model.check import check, check_elementwise
+
+    shared = check(variant, preset="tiny", device=device, memory=setting)
+    alone = check(variant, preset="tiny", device=device, elementwise=False)
+    after_flops = [c.name for c in alone].index("flops.backward_matmul") + 1
+    alone[after_flops:after_flops] = check_elementwise(*resolve(variant, "tiny"))  # its own model
+    alone += check_memory(variant, setting, preset="tiny", device=device)
+    assert [c.to_dict() for c in shared] == [c.to_dict() for c in alone]
+
+
 def test_hardware_specs_and_bad_input(tmp_path):
     spec = tmp_path / "gpu.json"
     spec.write_text(json.dumps({"name": "my-gpu", "peak_flops_bf16": 1e14, "peak_flops_fp32": 1e13,

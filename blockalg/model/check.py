@@ -4,8 +4,8 @@ Each :class:`Check` holds a name, the predicted number, the measured one and whe
 
 * ``params`` and ``params.<component>``: ``numel`` of the built model's parameters;
   ``params.leaves``: every named parameter has the size its registry formula gives;
-* ``flops.forward_matmul`` / ``flops.backward_matmul``: ``FlopCounterMode`` over one forward and one
-  backward of a batch of ``batch`` sequences of ``seq_len`` tokens;
+* ``flops.forward_matmul`` / ``flops.backward_matmul``: :func:`flop_counter` (``FlopCounterMode``'s
+  count) over one forward and one backward of a batch of ``batch`` sequences of ``seq_len`` tokens;
 * ``structure``: the built block, traced with torch.fx and collapsed to graph nodes, has exactly the
   edges (and op kinds) of the block graph, in every layer;
 * ``paths.generating_function``: the whole built model, traced and collapsed, has the path
@@ -40,6 +40,8 @@ backend that ran is read from the counted ops and the prediction made for it.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import random
 import re
@@ -67,6 +69,7 @@ from .measure import (  # noqa: F401 (Check, flop_counter: re-exported)
     node_params,
     random_batch,
 )
+from .memory import check_memory, flop_check_step
 from .metashapes import replay_shapes
 
 INIT_LOSS_TOLERANCE = 0.1  # relative to ln(vocab)
@@ -78,22 +81,50 @@ def check(variant, dims: dict | None = None, *, preset: str = DEFAULT_PRESET, de
           seed: int = 0, memory=None, elementwise: bool = True, **overrides) -> list[Check]:
     """Build ``variant`` at ``dims`` on ``device`` and run every check (``elementwise``: also
     count the non-matmul work on torch's decomposition, about 0.1 s per layer here; the memory
-    checks too when ``memory`` gives their setting)."""
+    checks too when ``memory`` gives their setting).
+
+    One model serves every check that measures it as built: the elementwise count on the meta
+    device, the memory checks in fp32; and the memory checks' training step serves
+    :func:`check_flops` where it is the same step (:func:`~blockalg.model.memory.flop_check_step`).
+    It runs first, on the fresh model, and every later step starts from cleared gradients."""
     graph, dims = resolve(variant, preset, dims, **overrides)
+    with heap_frozen():
+        return _checks(graph, dims, device, seed, memory, elementwise)
+
+
+def _checks(graph, dims, device, seed, memory, elementwise) -> list[Check]:
     model = build_model(graph, dims, device=device, seed=seed)
     with out_of_memory_is_bad_input(device):
-        checks = [*check_params(graph, model, dims), *check_flops(graph, model, dims, device),
-                  *(check_elementwise(graph, dims) if elementwise else []),
+        step = flop_check_step(model, dims, memory, device) if memory is not None else None
+        counted = (step.forward, step.backward) if step is not None else None
+        meta = torch.device(device).type == "meta"
+        checks = [*check_params(graph, model, dims), *check_flops(graph, model, dims, device, counted),
+                  *(check_elementwise(graph, dims, model if meta else None) if elementwise else []),
                   check_structure(graph, model), check_paths(graph, model),
                   *check_numerics(model, dims, device, seed)]
         if getattr(graph, "factory", None) is not None:  # imported from PyTorch: measure it too
             checks += check_original(graph, dims, device)
         if memory is not None:
-            from .memory import check_memory
-
-            del model  # a second model is built in the memory setting's dtype
-            checks += check_memory(graph, memory, dims, device=device, seed=seed)
+            shared = None if memory.reduced else model
+            del model  # below fp32 a second model is built in the memory setting's dtype
+            checks += check_memory(graph, memory, dims, device=device, seed=seed, model=shared,
+                                   step=step)
     return checks
+
+
+@contextlib.contextmanager
+def heap_frozen():
+    """Python's cyclic collector leaves alone the objects that exist on entry (torch's import
+    heap: over 300,000 objects, and a full collection of them took 0.4 s of each GPT-3 check);
+    they are handed back on exit. Nothing is done where the process froze objects itself."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def check_params(graph, model, dims) -> list[Check]:
@@ -126,18 +157,15 @@ def check_params(graph, model, dims) -> list[Check]:
     return checks
 
 
-def check_flops(graph, model, dims, device) -> list[Check]:
-    """Forward and backward matmul FLOPs counted by ``FlopCounterMode`` against the graph's."""
-    b = dims["batch"]
-    idx, targets = random_batch(dims, device)
-    with replay_shapes(device):  # outside the counters, which still see every op
-        with flop_counter() as forward:
-            _, loss = model(idx, targets)
-        with flop_counter() as backward:
-            loss.backward()
+def check_flops(graph, model, dims, device, counted=None) -> list[Check]:
+    """Forward and backward matmul FLOPs counted as ``FlopCounterMode`` counts them against the
+    graph's: over one training step of ``model`` (:func:`count_step`), or ``counted`` (the
+    forward and backward counts of that step, measured already)."""
+    forward, backward = counted or count_step(model, dims, device)
     ops = [str(op) for op in backward.get_flop_counts()["Global"]]
     fused = is_fused_attention(ops)
     counts = flop_counts(graph)
+    b = dims["batch"]
     predicted_forward = b * evaluate(counts["forward_matmul"], dims)
     predicted_backward = b * evaluate(counts["backward_matmul_fused" if fused else "backward_matmul"], dims)
     backend = "fused attention: backward recomputes scores, 2.5x" if fused else "math attention: 2x"
@@ -147,13 +175,26 @@ def check_flops(graph, model, dims, device) -> list[Check]:
                   predicted_backward == backward.get_total_flops(), backend)]
 
 
-def check_elementwise(graph, dims) -> list[Check]:
-    """Non-matmul FLOPs per op kind and phase against torch's decomposition (on the meta device),
-    then the totals; see :mod:`blockalg.model.elementwise`."""
-    from ..graphs.ops import PHASES
-    from .elementwise import compare
+def count_step(model, dims, device) -> tuple:
+    """The FLOP counts (:func:`flop_counter`) of the forward with the loss and of the backward
+    of one batch of ``batch`` sequences, gradients cleared first."""
+    idx, targets = random_batch(dims, device)
+    model.zero_grad(set_to_none=True)
+    with replay_shapes(device):  # outside the counters, which still see every op
+        with flop_counter() as forward:
+            _, loss = model(idx, targets)
+        with flop_counter() as backward:
+            loss.backward()
+    return forward, backward
 
-    rows = compare(graph, dims)
+
+def check_elementwise(graph, dims, model=None) -> list[Check]:
+    """Non-matmul FLOPs per op kind and phase against torch's decomposition (on the meta device,
+    of ``model`` when given), then the totals; see :mod:`blockalg.model.elementwise`."""
+    from ..graphs.ops import PHASES
+    from .elementwise import compare, count_elementwise
+
+    rows = compare(graph, dims, count_elementwise(graph, dims, model))
     checks = []
     for phase in PHASES:
         mine = [r for r in rows if r.phase == phase]

@@ -48,11 +48,18 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..graphs.graph import model_nodes, segments
 from ..graphs.ops import PHASES
-from .metashapes import memo_key, output_spec, rebuild, replay_shapes
+from .metashapes import (
+    MAX_ENTRIES,
+    EagerDispatchMode,
+    has_composite_kernel,
+    memo_key,
+    output_spec,
+    rebuild,
+    replay_shapes,
+)
 
 aten = torch.ops.aten
 
@@ -79,9 +86,40 @@ _PRODUCTS = (aten.mul.Tensor, aten.mul.Scalar)
 @functools.cache
 def decompositions() -> dict:
     """torch's core ATen decomposition table plus torch's decompositions of :data:`COMPOSITES`."""
-    from torch._decomp import core_aten_decompositions, get_decompositions
+    from torch._decomp import core_aten_decompositions
 
-    return {**core_aten_decompositions(), **get_decompositions(list(COMPOSITES))}
+    return {**core_aten_decompositions(), **_listed_decompositions()}
+
+
+@functools.cache
+def _listed_decompositions() -> dict:
+    """The decompositions torch's core table lists by name, and those of :data:`COMPOSITES`."""
+    from torch._decomp import _core_aten_decompositions_post_autograd, get_decompositions
+
+    return {**_core_aten_decompositions_post_autograd(), **get_decompositions(list(COMPOSITES))}
+
+
+_DECOMPOSITION: dict[int, object] = {}  # NB: by id, as metashapes' kinds
+
+
+def decomposition_of(op):
+    """``decompositions().get(op)``, without building the whole table: torch adds to the ops it
+    lists every composite op of every namespace, a quarter of a second to collect, of which a
+    model meets a few (the test suite checks both agree on every op of the table)."""
+    if id(op) not in _DECOMPOSITION:
+        _DECOMPOSITION[id(op)] = _listed_decompositions().get(op) or _composite_decomposition(op)
+    return _DECOMPOSITION[id(op)]
+
+
+def _composite_decomposition(op):
+    """What torch's core table (``torch.export``'s ``CustomDecompTable``) holds for an op it does
+    not list: its CompositeImplicitAutograd kernel, if torch would not preserve the op."""
+    from torch._export.utils import _get_decomp_for_cia, _is_aten_op, _is_preservable_cia_op
+    from torch.export.decomp_utils import PRESERVED_ATEN_CIA_OPS
+
+    if not _is_preservable_cia_op(op) or (_is_aten_op(op) and op in PRESERVED_ATEN_CIA_OPS):
+        return None
+    return _get_decomp_for_cia(op)
 
 
 def elements(op, args, kwargs, out) -> int:
@@ -104,22 +142,31 @@ def _floating(value) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype.is_floating_point
 
 
-class _Counter(TorchDispatchMode):
+#: Counts and outputs (fresh tensors' metadata, views of inputs) of the ops writing no input
+#: that :class:`_Counter` decomposed, by op and argument metadata: shared by every count in the
+#: process (variants at one shape share their layers).
+_MEMO: dict = {}
+
+
+class _Counter(EagerDispatchMode):
     """Runs every op through :func:`decompositions` (and CompositeImplicit ops through their own
     decomposition, as ``make_fx`` does) and books the elements of what is left to the label on
     top of ``labels``, in ``phase``.
 
     The model calls the same ops on the same shapes layer after layer, and a decomposition on
     meta tensors is a function of the op and its arguments' metadata: so the count and the
-    output shapes of each functional op the model calls are recorded the first time, and a
-    repeated call is booked from the record without decomposing it again."""
+    outputs (:func:`~blockalg.model.metashapes.output_spec`) of each op writing no input are
+    recorded the first time, and a repeated call is booked from the record without decomposing
+    it again."""
 
     def __init__(self):
         super().__init__()
-        self.table = decompositions()
         self.labels, self.phase = [], "forward"
         self.work = {phase: defaultdict(Counter) for phase in PHASES}
-        self.depth, self.recording, self.memo = 0, None, {}
+        self.depth, self.recording = 0, None
+        if len(_MEMO) >= MAX_ENTRIES:
+            _MEMO.clear()
+        self.memo = _MEMO
 
     def __torch_dispatch__(self, op, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -128,7 +175,7 @@ class _Counter(TorchDispatchMode):
             counts, spec = self.memo[key]
             for name, count in counts.items():
                 self._book(name, count)
-            return rebuild(spec)
+            return rebuild(spec, args, kwargs)
         if key is not None:
             self.recording = Counter()
         self.depth += 1
@@ -144,7 +191,7 @@ class _Counter(TorchDispatchMode):
         return out
 
     def _decomposed(self, op, args, kwargs):
-        decomposition = self.table.get(op) or (op.decompose if _composite(op) else None)
+        decomposition = decomposition_of(op) or (op.decompose if has_composite_kernel(op) else None)
         if decomposition is not None:
             with self:
                 out = decomposition(*args, **kwargs)
@@ -161,11 +208,6 @@ class _Counter(TorchDispatchMode):
         self.work[self.phase][label][name] += count
         if self.recording is not None:
             self.recording[name] += count
-
-
-def _composite(op) -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key(
-        op.name(), torch._C.DispatchKey.CompositeImplicitAutograd)
 
 
 @dataclass
@@ -196,13 +238,16 @@ class ElementwiseCount:
         return sum(sum(ops.values()) for labels in self.work.values() for ops in labels.values())
 
 
-def count_elementwise(graph, dims: dict) -> ElementwiseCount:
+def count_elementwise(graph, dims: dict, model=None) -> ElementwiseCount:
     """Run the model of ``graph`` at ``dims`` on the meta device (forward, loss, backward of one
     sequence) through torch's decompositions and count its elementwise work per graph node (see
-    the module docstring)."""
+    the module docstring). ``model``: that model already built (its gradients are cleared, so
+    that the backward accumulates into none)."""
     from .build import build_model
 
-    model = build_model(graph, dims, device="meta")
+    if model is None:
+        model = build_model(graph, dims, device="meta")
+    model.zero_grad(set_to_none=True)
     kinds = _labels(graph, model)
     counter = _Counter()
     handles = _attach(model, kinds, counter.labels)

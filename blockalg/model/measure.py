@@ -1,10 +1,11 @@
 """The module as written, measured: building a block from its factory, and counting its
-parameters and matmul FLOPs with ``FlopCounterMode``.
+parameters and matmul FLOPs as ``FlopCounterMode`` counts them.
 
 Shared by the empirical checks (:mod:`blockalg.model.check`, which also measure a block imported
 from PyTorch as written) and the importer (:mod:`blockalg.model.importer`). :func:`flop_counter`
-also counts torch's fused CPU attention kernel, for which torch 2.13's ``FlopCounterMode`` has no
-formula.
+counts as ``FlopCounterMode`` does, without its per-module tracking and much faster (a memo on the
+meta device), and also counts torch's fused CPU attention kernel, for which torch 2.13's
+``FlopCounterMode`` has no formula.
 
 >>> import torch.nn as nn
 >>> mlp = Factory.of(lambda d_model: nn.Linear(d_model, 2 * d_model)).build({"d_model": 8})
@@ -27,6 +28,14 @@ from ..errors import BlockalgError, one_line
 from ..graphs.expr import evaluate
 from ..graphs.ops import get_op
 from ..graphs.symbols import DIMENSIONS
+from .metashapes import (
+    MAX_ENTRIES,
+    EagerDispatchMode,
+    has_composite_kernel,
+    memo_key,
+    output_spec,
+    rebuild,
+)
 
 aten = torch.ops.aten
 
@@ -52,13 +61,10 @@ def random_batch(dims, device, seed: int = 0):
             for _ in range(2)]
 
 
-def flop_counter():
-    """A ``FlopCounterMode`` that also counts torch's fused CPU attention kernel and its backward."""
-    from torch.utils.flop_counter import (
-        FlopCounterMode,
-        sdpa_backward_flop_count,
-        sdpa_flop_count,
-    )
+def _fused_cpu_attention() -> dict:
+    """FLOP formulas for torch's fused CPU attention kernel and its backward, which torch 2.13's
+    ``FlopCounterMode`` lacks: those of its other fused kernels (backward 2.5× forward)."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
 
     def forward(query, key, value, *args, out_shape=None, **kwargs):
         return sdpa_flop_count(query, key, value)
@@ -66,9 +72,131 @@ def flop_counter():
     def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
         return sdpa_backward_flop_count(grad_out, query, key, value)
 
-    return FlopCounterMode(display=False, custom_mapping={
-        aten._scaled_dot_product_flash_attention_for_cpu: forward,
-        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward})
+    return {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+
+
+def module_flop_counter():
+    """torch's ``FlopCounterMode``, counting per module too, with :func:`_fused_cpu_attention`
+    (the reference :func:`flop_counter` is tested against)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping=_fused_cpu_attention())
+
+
+def flop_counter() -> FlopCount:
+    """A :class:`FlopCount`: ``FlopCounterMode``'s totals and per-op counts, including torch's
+    fused CPU attention kernel and its backward."""
+    return FlopCount()
+
+
+#: Size, stride and layout queries, which FlopCounterMode leaves to the tensor (NotImplemented).
+_QUERIES = frozenset({
+    aten.sym_is_contiguous.default, aten.is_contiguous.default, aten.is_contiguous.memory_format,
+    aten.is_strides_like_format.default, aten.is_non_overlapping_and_dense.default,
+    aten.size.default, aten.sym_size.default, aten.stride.default, aten.sym_stride.default,
+    aten.storage_offset.default, aten.sym_storage_offset.default, aten.numel.default,
+    aten.sym_numel.default, aten.dim.default, torch.ops.prim.layout.default})
+
+#: Per size of torch's ``flop_registry`` (``register_flop_formula`` adds formulas and never
+#: replaces one), the FLOPs and output metadata of meta-device calls by op and argument
+#: metadata: shared by every count in the process (variants at one shape share their layers).
+_MEMOS: dict[int, dict] = {}
+
+
+def _memo() -> dict:
+    """The memo of :data:`_MEMOS` for torch's formulas of this moment (emptied when full)."""
+    from torch.utils.flop_counter import flop_registry
+
+    memo = _MEMOS.setdefault(len(flop_registry), {})
+    if len(memo) >= MAX_ENTRIES:
+        memo.clear()
+    return memo
+
+
+def _decomposes(func) -> bool:
+    """Whether ``func.decompose`` does anything (a CompositeImplicitAutograd kernel)."""
+    return torch._C.DispatchKey.CompositeImplicitAutograd in func.py_kernels \
+        or has_composite_kernel(func)
+
+
+class FlopCount(EagerDispatchMode):
+    """``FlopCounterMode`` without its module tracking (hooks on every module call and on every
+    backward node, the bulk of its cost): the same ops counted by the same formulas, totals and
+    per-op counts only.
+
+    As ``FlopCounterMode``: size and stride queries pass through, an op with a
+    CompositeImplicitAutograd decomposition runs decomposed (under this mode), any other runs
+    and is counted by ``torch.utils.flop_counter.flop_registry`` (with
+    :func:`_fused_cpu_attention`), keyed by its overload packet. On the meta device a
+    functional op called again with the same argument metadata is answered from a memo: its
+    counts booked again, fresh tensors of its outputs' metadata returned
+    (:mod:`blockalg.model.metashapes`), so a 96-layer model costs about one layer.
+
+    >>> x, w = torch.empty(4, 8, device="meta"), torch.empty(8, 16, device="meta")
+    >>> with flop_counter() as counter:
+    ...     y = [torch.relu(x @ w) for _ in range(3)]
+    >>> counter.get_total_flops(), counter.get_flop_counts()["Global"]
+    (3072, {<OpOverloadPacket(op='aten.mm')>: 3072})
+    """
+
+    def __init__(self):
+        from torch.utils.flop_counter import flop_registry, shape_wrapper
+
+        super().__init__()
+        self.memo = _memo()
+        # NB: built as FlopCounterMode builds its registry, from the registry of this moment
+        self.registry = {**flop_registry,
+                         **{op: shape_wrapper(f) for op, f in _fused_cpu_attention().items()}}
+        self.counts = {}  # op packet -> FLOPs: FlopCounterMode's "Global" counts
+        self.recording = None  # the counts of the memoized call under way
+
+    def get_total_flops(self) -> int:
+        return sum(self.counts.values())
+
+    def get_flop_counts(self) -> dict[str, dict]:
+        """``{"Global": {op packet: FLOPs}}``, as ``FlopCounterMode.get_flop_counts`` has it."""
+        return {"Global": dict(self.counts)}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _QUERIES:
+            return NotImplemented
+        key = memo_key(func, args, kwargs) if self.recording is None else None
+        if key is None:
+            return self._counted(func, args, kwargs)
+        found = self.memo.get(key)
+        if found is not None:
+            counts, spec = found
+            for packet, flops in counts:
+                self._book(packet, flops)
+            return rebuild(spec, args, kwargs)
+        self.recording = {}
+        try:
+            out = self._counted(func, args, kwargs)
+            spec = output_spec(out, args, kwargs)
+            if spec is not None:
+                self.memo[key] = (tuple(self.recording.items()), spec)
+        finally:
+            self.recording = None
+        return out
+
+    def _counted(self, func, args, kwargs):
+        if func is not torch.ops.prim.device.default and _decomposes(func):
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        formula = self.registry.get(func._overloadpacket)
+        if formula is not None:
+            self._book(func._overloadpacket, formula(*args, **kwargs, out_val=out))
+        return out
+
+    def _book(self, packet, flops: int) -> None:
+        self.counts[packet] = self.counts.get(packet, 0) + flops
+        if self.recording is not None:
+            self.recording[packet] = self.recording.get(packet, 0) + flops
 
 
 def is_fused_attention(op_names) -> bool:
@@ -158,7 +286,7 @@ def measure(module: nn.Module, batch: int, seq_len: int, width: int, device="met
     else:
         generator = torch.Generator(device="cpu").manual_seed(0)
         x = torch.randn(batch, seq_len, width, generator=generator).to(device).requires_grad_()
-    with flop_counter() as forward:
+    with module_flop_counter() as forward:  # per module: the importer checks each sublayer
         y = module(x)
     functions = _custom_functions(y)
     with flop_counter() as backward:

@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
@@ -32,15 +33,11 @@ from ..graphs.expr import evaluate
 from ..graphs.presets import DEFAULT_PRESET
 from ..graphs.resolve import resolve
 from .build import build_model
-from .measure import Check, flop_counter, random_batch
-from .metashapes import replay_shapes
+from .measure import Check, FlopCount, flop_counter, random_batch
+from .metashapes import replay_shapes, storage_id
 from .modules import CausalSelfAttention, KVCache, attention_path
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _storage(t) -> int:
-    return t.untyped_storage()._cdata  # the storage's identity, on every device (meta too)
 
 
 @contextlib.contextmanager
@@ -65,18 +62,18 @@ class SavedTensors:
     later storage can take the identity of a freed one) until the object goes."""
 
     def __init__(self, model):
-        self.excluded = {_storage(t) for t in [*model.parameters(), *model.buffers()]}
+        self.excluded = {storage_id(t) for t in [*model.parameters(), *model.buffers()]}
         self.kept = {}  # storage -> (tensor, bytes) saved during the forward
         self.blocks = []  # per block recomputed in backward: its new storages' bytes
 
     def forward_pack(self, t):
-        key = _storage(t)
+        key = storage_id(t)
         if key not in self.excluded:
             self.kept.setdefault(key, (t, t.untyped_storage().nbytes()))
         return t
 
     def backward_pack(self, t):
-        key = _storage(t)
+        key = storage_id(t)
         if key not in self.excluded and key not in self.kept and self.blocks:
             self.blocks[-1][key] = (t, t.untyped_storage().nbytes())
         return t
@@ -99,7 +96,17 @@ def forward_saved_bytes(model, dims, setting: Setting, device) -> int:
     return saved.forward_bytes()
 
 
-def measure_training(model, dims, setting: Setting, device) -> dict[str, int]:
+@dataclass
+class TrainingStep:
+    """One measured training step: its memory figures (see :func:`measure_training`), and the
+    matmul FLOPs counted over its forward (with the loss) and over its backward."""
+
+    measured: dict[str, int]
+    forward: FlopCount
+    backward: FlopCount
+
+
+def measure_training(model, dims, setting: Setting, device) -> TrainingStep:
     """One step: saved activations (and, under full recomputation, one block's recomputed
     ones), matmul FLOPs of forward and backward, gradients, optimizer states, weights, buffers."""
     idx, targets = random_batch(dims, device)
@@ -107,13 +114,15 @@ def measure_training(model, dims, setting: Setting, device) -> dict[str, int]:
     saved = SavedTensors(model)
     handles = [b.register_forward_pre_hook(lambda m, args: saved.blocks.append({}))
                for b in model.blocks]  # in forward they run before any save of theirs: harmless
-    try:  # NB: replaying meta shapes (outside the counter) keeps every storage's size
+    try:  # NB: replaying meta shapes (outside the counters) keeps every storage's size
         with attention_path(setting.attention), recompute(model, setting.recompute), \
-                replay_shapes(device), flop_counter() as counter:
-            with torch.autograd.graph.saved_tensors_hooks(saved.forward_pack, lambda t: t):
+                replay_shapes(device):
+            with torch.autograd.graph.saved_tensors_hooks(saved.forward_pack, lambda t: t), \
+                    flop_counter() as forward:
                 _, loss = model(idx, targets)
             saved.blocks.clear()
-            with torch.autograd.graph.saved_tensors_hooks(saved.backward_pack, lambda t: t):
+            with torch.autograd.graph.saved_tensors_hooks(saved.backward_pack, lambda t: t), \
+                    flop_counter() as backward:
                 loss.backward()
     finally:
         for h in handles:
@@ -122,16 +131,31 @@ def measure_training(model, dims, setting: Setting, device) -> dict[str, int]:
     if optimizer is not None:
         with replay_shapes(device):
             optimizer.step()
-    unique = {_storage(p): p for p in model.parameters()}.values()
+    unique = {storage_id(p): p for p in model.parameters()}.values()
     measured = {"weights": sum(p.nbytes for p in unique),
                 "gradients": sum(p.grad.nbytes for p in unique if p.grad is not None),
                 "optimizer": optimizer_bytes(optimizer),
                 "buffers": sum(b.nbytes for b in model.buffers()),
                 "activations": saved.forward_bytes(),
                 "activations_recompute": saved.recompute_bytes(),
-                "step_flops": counter.get_total_flops()}
+                "step_flops": forward.get_total_flops() + backward.get_total_flops()}
     measured["peak_training"] = sum(measured[k] for k in PEAK_PARTS)
-    return measured
+    return TrainingStep(measured, forward, backward)
+
+
+def flop_check_step(model, dims, setting: Setting, device) -> TrainingStep | None:
+    """:func:`measure_training` on ``model`` (as built) when its step is also the one
+    :func:`blockalg.model.check.check_flops` counts: fp32, eager attention, nothing recomputed,
+    on the meta device (where attention takes the math path either way); else None."""
+    if (torch.device(device).type != "meta" or setting.reduced or setting.attention != "eager"
+            or setting.recompute != "none"):
+        return None
+    return measure_training(model, dims, single_rank(setting), device)
+
+
+def single_rank(setting: Setting) -> Setting:
+    """``setting`` on one rank: data parallelism and ZeRO are not simulated."""
+    return setting.with_(data_parallel=1, zero=0)
 
 
 class MasterWeights:
@@ -192,14 +216,19 @@ def measure_decoding(model, dims, device) -> dict[str, int]:
 
 
 def check_memory(variant, setting: Setting = Setting(), dims: dict | None = None, *,
-                 preset: str = DEFAULT_PRESET, device: str = "meta", seed: int = 0, **overrides):
+                 preset: str = DEFAULT_PRESET, device: str = "meta", seed: int = 0, model=None,
+                 step: TrainingStep | None = None, **overrides):
     """Build ``variant`` in ``setting``'s dtype and compare every measured memory figure with the
-    prediction (data parallel and ZeRO are not simulated: a single rank is measured)."""
+    prediction (data parallel and ZeRO are not simulated: a single rank is measured).
+
+    ``model``: that model already built (on ``device``, with ``seed``, in the dtype), and
+    ``step``: what :func:`measure_training` measured on it, when the caller has them."""
     graph, dims = resolve(variant, preset, dims, **overrides)
-    if setting.data_parallel > 1 or setting.zero:
-        setting = setting.with_(data_parallel=1, zero=0)
-    model = build_model(graph, dims, device=device, seed=seed, dtype=TORCH_DTYPES[setting.dtype])
-    measured = {**measure_training(model, dims, setting, device), **measure_decoding(model, dims, device)}
+    setting = single_rank(setting)
+    if model is None:
+        model = build_model(graph, dims, device=device, seed=seed, dtype=TORCH_DTYPES[setting.dtype])
+    step = step or measure_training(model, dims, setting, device)
+    measured = {**step.measured, **measure_decoding(model, dims, device)}
     predicted = {**memory_expressions(graph, setting), **inference_expressions(graph, setting)}
     notes = {"activations": setting.describe(), "optimizer": setting.optimizer,
              "decode_flops_per_token": f"position {dims['seq_len'] - 1}",

@@ -144,8 +144,23 @@ def init_model_(model: nn.Module, init: Init) -> None:
                     module.deepnorm_(init)
 
 
+class _Undrawn:
+    """For torch's modules: ``reset_parameters`` fills and draws nothing on the meta device.
+
+    NB: torch does both there through its Python reference ops, for tensors that hold no
+    values (GPT-3's token table took half a second, its 577 linear maps and norms 0.1 s)."""
+
+    def reset_parameters(self):
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
+class Linear(_Undrawn, nn.Linear):
+    """``nn.Linear``, undrawn on the meta device."""
+
+
 @torch_module("layernorm")
-class LayerNorm(nn.LayerNorm, Sublayer):
+class LayerNorm(_Undrawn, nn.LayerNorm, Sublayer):
     """LayerNorm over ``width`` (``d_model`` or ``d_ff``) with an optional bias (torch's own)."""
 
     def __init__(self, dims, width: str = "d_model", bias: bool = True):
@@ -153,7 +168,7 @@ class LayerNorm(nn.LayerNorm, Sublayer):
 
 
 @torch_module("rmsnorm")
-class RMSNorm(nn.RMSNorm, Sublayer):
+class RMSNorm(_Undrawn, nn.RMSNorm, Sublayer):
     """RMSNorm over ``width`` with a learned gain (torch's own)."""
 
     def __init__(self, dims, width: str = "d_model"):
@@ -193,14 +208,14 @@ class CausalSelfAttention(Sublayer):
             raise BlockalgError(f"rotary attention needs an even d_head, not {dims['d_head']}")
         self.n_heads, self.n_kv_heads, self.d_head = dims["n_heads"], dims["n_kv_heads"], dims["d_head"]
         q_width, kv_width = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
-        self.qkv = nn.Linear(dims["d_model"], q_width + 2 * kv_width, bias=bias)
+        self.qkv = Linear(dims["d_model"], q_width + 2 * kv_width, bias=bias)
         if qk_norm is not None:
             norm = {"rmsnorm": nn.RMSNorm, "layernorm": nn.LayerNorm}[qk_norm]
             self.q_norm, self.k_norm = norm(q_width), norm(kv_width)
         else:
             self.q_norm = self.k_norm = None
         self.head_scale = nn.Parameter(torch.ones(self.n_heads)) if head_scale else None
-        self.proj = nn.Linear(q_width, dims["d_model"], bias=bias if proj_bias is None else proj_bias)
+        self.proj = Linear(q_width, dims["d_model"], bias=bias if proj_bias is None else proj_bias)
         if rotary:
             inv_freq = rope_theta ** (-torch.arange(0, self.d_head, 2, dtype=torch.float32) / self.d_head)
             self.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -328,8 +343,8 @@ class FFNUp(_FFNDeepNorm):
 
     def __init__(self, dims, activation: str = "gelu", bias: bool = True, gated: bool = False):
         super().__init__()
-        self.fc = nn.Linear(dims["d_model"], dims["d_ff"], bias=bias)
-        self.gate = nn.Linear(dims["d_model"], dims["d_ff"], bias=bias) if gated else None
+        self.fc = Linear(dims["d_model"], dims["d_ff"], bias=bias)
+        self.gate = Linear(dims["d_model"], dims["d_ff"], bias=bias) if gated else None
         self.act = _ACTIVATIONS[activation]
 
     def forward(self, x):
@@ -345,7 +360,7 @@ class FFNDown(_FFNDeepNorm):
 
     def __init__(self, dims, bias: bool = True):
         super().__init__()
-        self.proj = nn.Linear(dims["d_ff"], dims["d_model"], bias=bias)
+        self.proj = Linear(dims["d_ff"], dims["d_model"], bias=bias)
 
     def forward(self, x):
         return self.proj(x)
@@ -359,7 +374,7 @@ class FFN(FFNUp):
 
     def __init__(self, dims, activation: str = "gelu", bias: bool = True, gated: bool = False):
         super().__init__(dims, activation, bias, gated)
-        self.proj = nn.Linear(dims["d_ff"], dims["d_model"], bias=bias)
+        self.proj = Linear(dims["d_ff"], dims["d_model"], bias=bias)
 
     def forward(self, x):
         return self.proj(super().forward(x))
@@ -379,7 +394,7 @@ class MoE(Sublayer):
         super().__init__()
         d, hidden, experts = dims["d_model"], dims["d_ff"], dims["n_experts"]
         self.top_k = dims["top_k"]
-        self.router = nn.Linear(d, experts, bias=False)
+        self.router = Linear(d, experts, bias=False)
         self.experts_fc = nn.Parameter(torch.empty(experts, hidden, d))
         self.experts_gate = nn.Parameter(torch.empty(experts, hidden, d)) if gated else None
         self.experts_proj = nn.Parameter(torch.empty(experts, d, hidden))
@@ -464,14 +479,8 @@ class Identity(Sublayer):
         return x
 
 
-class _Table(nn.Embedding, Sublayer):
+class _Table(_Undrawn, nn.Embedding, Sublayer):
     """A lookup table, N(0, std²) (``xiong``: unit variance of the stream, :meth:`Init.table_`)."""
-
-    def reset_parameters(self):
-        # NB: on the meta device torch draws the table through its Python reference ops, half a
-        # second for GPT-3's 50,257 × 12,288 table; a meta tensor holds no values anyway.
-        if not self.weight.is_meta:
-            super().reset_parameters()
 
     def init_(self, init):
         init.table_(self.weight)
@@ -495,7 +504,7 @@ class PositionEmbedding(_Table):
 
 
 @torch_module("unembedding")
-class Unembedding(nn.Linear, Sublayer):
+class Unembedding(_Undrawn, nn.Linear, Sublayer):
     """The language-model head, d → V, no bias (``tied``: the model shares the token table's
     weight with it)."""
 

@@ -57,25 +57,29 @@ def path_terms(graph: nx.DiGraph, start, end, mark_of, scale_of=None) -> dict[tu
     return terms[end]
 
 
-def path_value(graph: nx.DiGraph, start, end, mark_of, point, modulus: int | None = None) -> int:
-    """The (unscaled) generating function of :func:`path_terms` evaluated at ``point`` =
-    (n, a, f), integers, modulo ``modulus`` if given: the same one pass over a topological order
-    with a number per node instead of a polynomial, so its cost does not grow with the degree.
+def path_values(graph: nx.DiGraph, start, end, mark_of, points, modulus: int | None = None) -> list[int]:
+    """The (unscaled) generating function of :func:`path_terms` evaluated at each of ``points``
+    = (n, a, f), integers, modulo ``modulus`` if given: the same one pass over a topological
+    order with a number per node and point instead of a polynomial, so its cost does not grow
+    with the degree.
 
     >>> g = nx.DiGraph([("x", "y"), ("x", "z"), ("y", "z")])
-    >>> path_value(g, "x", "z", lambda v: {"y": n}.get(v, 1), (10, 1, 1))  # n + 1 at n = 10
-    11
+    >>> path_values(g, "x", "z", lambda v: {"y": n}.get(v, 1), [(10, 1, 1), (2, 1, 1)])  # n + 1
+    [11, 3]
+    >>> path_values(g, "x", "z", lambda v: {"y": n}.get(v, 1), [(10, 1, 1)], 7)
+    [4]
     """
-    weight = dict(zip(MARKS, point))
+    weights = [dict(zip(MARKS, point)) for point in points]
 
-    def times_mark(value, node):
-        value *= weight.get(mark_of(node), 1)
-        return value % modulus if modulus else value
+    def times_mark(values, node):
+        mark = mark_of(node)
+        values = [value * weight.get(mark, 1) for value, weight in zip(values, weights)]
+        return [value % modulus for value in values] if modulus else values
 
-    values = {start: times_mark(1, start)}
+    values = {start: times_mark([1] * len(points), start)}
     for node in _after(graph, start):
-        values[node] = times_mark(sum(values[u] for u in graph.predecessors(node) if u in values),
-                                  node)
+        inputs = [values[u] for u in graph.predecessors(node) if u in values]
+        values[node] = times_mark([sum(column) for column in zip(*inputs)], node)
     if end not in values:
         raise BlockalgError(f"no path from {quote(start)} to {quote(end)}")
     return values[end]

@@ -52,7 +52,7 @@ import torch
 
 from ..analysis.flops import flop_counts
 from ..analysis.params import leaf_params, param_counts
-from ..analysis.terms import ROLE_MARK, path_terms, path_value
+from ..analysis.terms import ROLE_MARK, path_terms, path_values
 from ..graphs.expr import evaluate
 from ..graphs.graph import edge_scale, model_nodes, segment_prefix, segments
 from ..graphs.ops import COMPONENTS, get_op, op_names
@@ -331,13 +331,14 @@ def check_paths(graph, model, seed: int = 0) -> Check:
     traced, layers = traced_model_graph(model), len(model.blocks)
     mark = _traced_mark(traced)
 
-    def measured(point, modulus=None):
-        return path_value(traced, "wte", "lm_head", mark, point, modulus)
+    def measured(points, modulus=None):
+        return path_values(traced, "wte", "lm_head", mark, points, modulus)
 
-    predicted_count, measured_count = model_value(graph, layers, (1, 1, 1)), measured((1, 1, 1))
+    predicted_count, [measured_count] = model_value(graph, layers, (1, 1, 1)), measured([(1, 1, 1)])
     rng = random.Random(seed)
     points = [tuple(rng.randrange(2, PRIME) for _ in range(3)) for _ in range(PATH_POINTS)]
-    differing = [p for p in points if model_value(graph, layers, p, PRIME) != measured(p, PRIME)]
+    differing = [p for p, value in zip(points, measured(points, PRIME))
+                 if model_value(graph, layers, p, PRIME) != value]
     if predicted_count != measured_count:
         detail = "the numbers of paths differ"
     elif differing:

@@ -7,8 +7,8 @@ import sympy as sp
 from support import GPT2_SMALL_FORWARD_MATMUL, GPT2_SMALL_PARAMS
 
 from blockalg import analyze
-from blockalg.analysis.analyze import exact_values, numbers_only, quantity_keys
-from blockalg.analysis.memory import Setting
+from blockalg.analysis.analyze import MEMORY_KEYS, exact_values, numbers_only, quantity_keys
+from blockalg.analysis.memory import Setting, memory_expressions
 from blockalg.analysis.params import leaf_params, param_counts
 from blockalg.files import read_json
 from blockalg.graphs.expr import evaluate
@@ -110,9 +110,12 @@ SETTINGS = [Setting(), Setting(dtype="bf16", optimizer="sgd", recompute="selecti
 
 
 def assert_values_are_the_canonical_expressions_values(a, settings=SETTINGS[:1]):
+    assert a.values == exact_values(a.expressions, a.dims)
     for setting in settings:
+        memory = memory_expressions(a.graph, setting)  # canonical: outside numbers_only
         a.add_memory(setting)
-        assert a.values == exact_values(a.expressions, a.dims)
+        assert {key: a.values[f"memory.{key}"] for key in MEMORY_KEYS} == \
+            exact_values({key: memory[key] for key in MEMORY_KEYS}, a.dims)
 
 
 @pytest.mark.parametrize("variant", [v.name for v in catalog()])

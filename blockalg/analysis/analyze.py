@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import sympy as sp
@@ -24,6 +25,9 @@ from ..graphs.symbols import n_layers, relations_holding_at
 from .flops import flop_counts
 from .params import param_counts
 from .paths import PATH_KEYS, PathStats, path_stats
+
+if TYPE_CHECKING:  # at run time imported where memory rows are asked for (add_memory)
+    from .memory import Setting
 
 PARAM_KEYS = ("total", "active", "per_block", *COMPONENTS)
 #: The memory figures ``compare`` shows (:meth:`Analysis.add_memory`), bytes at its default setting.
@@ -54,7 +58,7 @@ class Analysis:
     preset: str
     dims: dict[str, int]
     values: dict[str, int | sp.Rational]
-    memory_setting: object = None  # the Setting of the memory rows (add_memory), if any
+    memory_setting: Setting | None = None  # the setting of the memory rows (add_memory)
 
     @cached_property
     def expressions(self) -> dict[str, sp.Expr]:

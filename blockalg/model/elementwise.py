@@ -51,15 +51,7 @@ import torch
 
 from ..graphs.graph import model_nodes, segments
 from ..graphs.ops import PHASES
-from .metashapes import (
-    MAX_ENTRIES,
-    EagerDispatchMode,
-    has_composite_kernel,
-    memo_key,
-    output_spec,
-    rebuild,
-    replay_shapes,
-)
+from .metashapes import CountingReplay, has_composite_kernel, replay_shapes
 
 aten = torch.ops.aten
 
@@ -142,55 +134,28 @@ def _floating(value) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype.is_floating_point
 
 
-#: Counts and outputs (fresh tensors' metadata, views of inputs) of the ops writing no input
-#: that :class:`_Counter` decomposed, by op and argument metadata: shared by every count in the
-#: process (variants at one shape share their layers).
+#: Counts and outputs of the calls :class:`_Counter` recorded (see
+#: :class:`~blockalg.model.metashapes.CountingReplay`): shared by every count in the process
+#: (variants at one shape share their layers).
 _MEMO: dict = {}
 
 
-class _Counter(EagerDispatchMode):
+class _Counter(CountingReplay):
     """Runs every op through :func:`decompositions` (and CompositeImplicit ops through their own
     decomposition, as ``make_fx`` does) and books the elements of what is left to the label on
     top of ``labels``, in ``phase``.
 
     The model calls the same ops on the same shapes layer after layer, and a decomposition on
-    meta tensors is a function of the op and its arguments' metadata: so the count and the
-    outputs (:func:`~blockalg.model.metashapes.output_spec`) of each op writing no input are
-    recorded the first time, and a repeated call is booked from the record without decomposing
-    it again."""
+    meta tensors is a function of the op and its arguments' metadata: so a repeated call is
+    booked from the record of its first (:class:`~blockalg.model.metashapes.CountingReplay`)
+    without decomposing it again."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(_MEMO)
         self.labels, self.phase = [], "forward"
         self.work = {phase: defaultdict(Counter) for phase in PHASES}
-        self.depth, self.recording = 0, None
-        if len(_MEMO) >= MAX_ENTRIES:
-            _MEMO.clear()
-        self.memo = _MEMO
 
-    def __torch_dispatch__(self, op, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        key = memo_key(op, args, kwargs) if self.depth == 0 else None
-        if key in self.memo:
-            counts, spec = self.memo[key]
-            for name, count in counts.items():
-                self._book(name, count)
-            return rebuild(spec, args, kwargs)
-        if key is not None:
-            self.recording = Counter()
-        self.depth += 1
-        try:
-            out = self._decomposed(op, args, kwargs)
-        finally:
-            self.depth -= 1
-        if key is not None:
-            spec = output_spec(out, args, kwargs)
-            if spec is not None:
-                self.memo[key] = (self.recording, spec)
-            self.recording = None
-        return out
-
-    def _decomposed(self, op, args, kwargs):
+    def counted(self, op, args, kwargs):
         decomposition = decomposition_of(op) or (op.decompose if has_composite_kernel(op) else None)
         if decomposition is not None:
             with self:
@@ -199,15 +164,14 @@ class _Counter(EagerDispatchMode):
                 return out
         out = op(*args, **kwargs)
         if count := elements(op, args, kwargs, out):
-            self._book(str(op), count)
+            self.book(str(op), count)
         return out
 
-    def _book(self, name: str, count: int) -> None:
+    def book(self, name: str, count: int) -> None:
         label = self.labels[-1] if self.labels else (
             "gradient_accumulation" if self.phase == "backward" else "model")
         self.work[self.phase][label][name] += count
-        if self.recording is not None:
-            self.recording[name] += count
+        super().book(name, count)
 
 
 @dataclass

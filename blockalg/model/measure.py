@@ -28,14 +28,7 @@ from ..errors import BlockalgError, one_line
 from ..graphs.expr import evaluate
 from ..graphs.ops import get_op
 from ..graphs.symbols import DIMENSIONS
-from .metashapes import (
-    MAX_ENTRIES,
-    EagerDispatchMode,
-    has_composite_kernel,
-    memo_key,
-    output_spec,
-    rebuild,
-)
+from .metashapes import CountingReplay, has_composite_kernel
 
 aten = torch.ops.aten
 
@@ -105,13 +98,10 @@ _MEMOS: dict[int, dict] = {}
 
 
 def _memo() -> dict:
-    """The memo of :data:`_MEMOS` for torch's formulas of this moment (emptied when full)."""
+    """The memo of :data:`_MEMOS` for torch's formulas of this moment."""
     from torch.utils.flop_counter import flop_registry
 
-    memo = _MEMOS.setdefault(len(flop_registry), {})
-    if len(memo) >= MAX_ENTRIES:
-        memo.clear()
-    return memo
+    return _MEMOS.setdefault(len(flop_registry), {})
 
 
 def _decomposes(func) -> bool:
@@ -120,7 +110,7 @@ def _decomposes(func) -> bool:
         or has_composite_kernel(func)
 
 
-class FlopCount(EagerDispatchMode):
+class FlopCount(CountingReplay):
     """``FlopCounterMode`` without its module tracking (hooks on every module call and on every
     backward node, the bulk of its cost): the same ops counted by the same formulas, totals and
     per-op counts only.
@@ -128,10 +118,10 @@ class FlopCount(EagerDispatchMode):
     As ``FlopCounterMode``: size and stride queries pass through, an op with a
     CompositeImplicitAutograd decomposition runs decomposed (under this mode), any other runs
     and is counted by ``torch.utils.flop_counter.flop_registry`` (with
-    :func:`_fused_cpu_attention`), keyed by its overload packet. On the meta device a
-    functional op called again with the same argument metadata is answered from a memo: its
-    counts booked again, fresh tensors of its outputs' metadata returned
-    (:mod:`blockalg.model.metashapes`), so a 96-layer model costs about one layer.
+    :func:`_fused_cpu_attention`), keyed by its overload packet. On the meta device a call
+    repeated with the same argument metadata is booked from its first count
+    (:class:`~blockalg.model.metashapes.CountingReplay`), so a 96-layer model costs about one
+    layer.
 
     >>> x, w = torch.empty(4, 8, device="meta"), torch.empty(8, 16, device="meta")
     >>> with flop_counter() as counter:
@@ -143,13 +133,11 @@ class FlopCount(EagerDispatchMode):
     def __init__(self):
         from torch.utils.flop_counter import flop_registry, shape_wrapper
 
-        super().__init__()
-        self.memo = _memo()
+        super().__init__(_memo())
         # NB: built as FlopCounterMode builds its registry, from the registry of this moment
         self.registry = {**flop_registry,
                          **{op: shape_wrapper(f) for op, f in _fused_cpu_attention().items()}}
         self.counts = {}  # op packet -> FLOPs: FlopCounterMode's "Global" counts
-        self.recording = None  # the counts of the memoized call under way
 
     def get_total_flops(self) -> int:
         return sum(self.counts.values())
@@ -159,29 +147,11 @@ class FlopCount(EagerDispatchMode):
         return {"Global": dict(self.counts)}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
         if func in _QUERIES:
             return NotImplemented
-        key = memo_key(func, args, kwargs) if self.recording is None else None
-        if key is None:
-            return self._counted(func, args, kwargs)
-        found = self.memo.get(key)
-        if found is not None:
-            counts, spec = found
-            for packet, flops in counts:
-                self._book(packet, flops)
-            return rebuild(spec, args, kwargs)
-        self.recording = {}
-        try:
-            out = self._counted(func, args, kwargs)
-            spec = output_spec(out, args, kwargs)
-            if spec is not None:
-                self.memo[key] = (tuple(self.recording.items()), spec)
-        finally:
-            self.recording = None
-        return out
+        return super().__torch_dispatch__(func, types, args, kwargs)
 
-    def _counted(self, func, args, kwargs):
+    def counted(self, func, args, kwargs):
         if func is not torch.ops.prim.device.default and _decomposes(func):
             with self:
                 out = func.decompose(*args, **kwargs)
@@ -190,13 +160,12 @@ class FlopCount(EagerDispatchMode):
         out = func(*args, **kwargs)
         formula = self.registry.get(func._overloadpacket)
         if formula is not None:
-            self._book(func._overloadpacket, formula(*args, **kwargs, out_val=out))
+            self.book(func._overloadpacket, formula(*args, **kwargs, out_val=out))
         return out
 
-    def _book(self, packet, flops: int) -> None:
+    def book(self, packet, flops: int) -> None:
         self.counts[packet] = self.counts.get(packet, 0) + flops
-        if self.recording is not None:
-            self.recording[packet] = self.recording.get(packet, 0) + flops
+        super().book(packet, flops)
 
 
 def is_fused_attention(op_names) -> bool:

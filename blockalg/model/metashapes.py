@@ -258,6 +258,55 @@ class EagerDispatchMode(TorchDispatchMode):
         return False
 
 
+class CountingReplay(EagerDispatchMode):
+    """A dispatch mode that counts work op by op and, on the meta device, counts a repeated call
+    once: a subclass runs an op in :meth:`counted`, booking what it counts with :meth:`book`.
+    The counts and outputs (:func:`output_spec`) of a call of an op writing no input are
+    recorded in ``memo`` by op and argument metadata; a later call with the same metadata is
+    booked from the record and its outputs rebuilt, without running it. Calls made inside a
+    counted one (its decomposition) are counted as part of it, not recorded on their own.
+    ``memo`` may be shared by every count that counts alike; it is emptied when full."""
+
+    def __init__(self, memo: dict):
+        super().__init__()
+        if len(memo) >= MAX_ENTRIES:
+            memo.clear()
+        self.memo, self.depth, self.recording = memo, 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        key = memo_key(func, args, kwargs) if self.depth == 0 else None
+        found = self.memo.get(key) if key is not None else None
+        if found is not None:
+            counts, spec = found
+            for name, count in counts:
+                self.book(name, count)
+            return rebuild(spec, args, kwargs)
+        if key is not None:
+            self.recording = {}
+        self.depth += 1
+        try:
+            out = self.counted(func, args, kwargs)
+        finally:
+            self.depth -= 1
+        if key is not None:
+            spec = output_spec(out, args, kwargs)
+            if spec is not None:
+                self.memo[key] = (tuple(self.recording.items()), spec)
+            self.recording = None
+        return out
+
+    def counted(self, func, args, kwargs):
+        """Run ``func`` (decomposed or not, under this mode), booking what it counts."""
+        raise NotImplementedError
+
+    def book(self, name, count: int) -> None:
+        """Book ``count`` under ``name``; a subclass adds it where it keeps its counts, then
+        calls this, which records it for the call under way."""
+        if self.recording is not None:
+            self.recording[name] = self.recording.get(name, 0) + count
+
+
 class ShapeReplay(EagerDispatchMode):
     """Answers a repeated meta-device op from a cache of output metadata (see the module)."""
 

@@ -23,7 +23,7 @@ import sympy as sp
 from blockalg.analysis.memory import Setting, inference_expressions, memory_expressions
 from blockalg.graphs.expr import evaluate
 from blockalg.graphs.hf import from_hf_config
-from blockalg.graphs.presets import resolve_dims
+from blockalg.graphs.presets import PUBLISHED_PRESETS, resolve_dims
 from blockalg.graphs.symbols import (
     batch,
     d_model,
@@ -37,7 +37,6 @@ from blockalg.output.render import Table, format_value
 from blockalg.output.report import ReportFolder, latex_math, study_main
 
 VARIANT = "pre-ln"
-PRESET_NAMES = ("gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt3-175b")
 QUICK_PRESETS = ("gpt2-small", "gpt3-175b")
 TORCHINFO = Path(__file__).resolve().parent / "data" / "torchinfo_memory.json"
 BF16 = Setting(dtype="bf16")
@@ -274,7 +273,7 @@ def reading(k, adam, kv, ti, values, presets) -> list[str]:
 
 def build(quick: bool = False) -> ReportFolder:
     """Published memory formulas against blockalg's exact figures, and the variants compared."""
-    presets = QUICK_PRESETS if quick else PRESET_NAMES
+    presets = QUICK_PRESETS if quick else PUBLISHED_PRESETS
     k, adam, kv = korthikanti_rows(presets), adam_rows(presets), kv_rows(presets)
     ti, ti_data = torchinfo_rows(presets)
     folder = ReportFolder()

@@ -32,6 +32,9 @@ PRESETS: dict[str, dict[str, int]] = {
     "gpt3-175b": dict(d_model=12288, n_heads=96, n_layers=96, n_ctx=2048, vocab=50257, d_ff=49152),
 }
 
+#: The presets of published models (``tiny`` and ``tiny-deep`` are test shapes).
+PUBLISHED_PRESETS = ("gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt3-175b")
+
 #: Dimensions an analysis may be given.
 SETTABLE = tuple(DIMENSIONS)
 
